@@ -1,0 +1,64 @@
+// Checks at the Python boundary: every array is validated (dtype, ndim, shape, C order) before a pointer is
+// taken, and a failure raises ValueError naming the argument.  Shared by the register_* files.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "../common.h"
+#include "../cpu_isa.h"
+#include "../kernels/kernels.h"
+
+namespace py = pybind11;
+
+namespace pyinfer {
+
+inline std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); i++) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks dtype, C-contiguity and ndim; returns the array.
+template <typename T>
+inline const py::array& checked(const py::array& a, const char* name, int ndim) {
+    check_arg(py::isinstance<py::array_t<T>>(a) && a.dtype().is(py::dtype::of<T>()),
+              std::string(name) + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) + ", got " +
+                  std::string(py::str(a.dtype())));
+    check_arg(a.ndim() == ndim, std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got shape " +
+                                    shape_str(a));
+    check_arg(a.flags() & py::array::c_style, std::string(name) + ": must be C-contiguous (use numpy.ascontiguousarray)");
+    return a;
+}
+
+inline const Kernels& kernels_named(const std::string& isa_name_) {
+    Isa isa = isa_from_name(isa_name_);
+    const Kernels* k = kernels_for(isa);
+    check_arg(k != nullptr, "ISA '" + isa_name_ + "' is not compiled into this build");
+    check_arg(isa_cpu_supports(isa), "ISA '" + isa_name_ + "' is not supported by this CPU");
+    return *k;
+}
+
+// A 2-D weight view over a float32 / float16 array (n_rows, n_cols).
+inline Tensor tensor_from_array(const py::array& a, const std::string& name) {
+    check_arg(a.ndim() == 2, name + ": expected a 2-D weight, got shape " + shape_str(a));
+    check_arg(a.flags() & py::array::c_style, name + ": must be C-contiguous");
+    Tensor t;
+    if (a.dtype().is(py::dtype::of<float>()))
+        t.dtype = DType::F32;
+    else if (a.dtype().kind() == 'f' && a.itemsize() == 2)
+        t.dtype = DType::F16;
+    else
+        throw std::invalid_argument(name + ": unsupported dtype " + std::string(py::str(a.dtype())) +
+                                    " (expected float32 or float16)");
+    t.data = a.data();
+    t.n_rows = a.shape(0);
+    t.n_cols = a.shape(1);
+    return t;
+}
+
+void register_kernels(py::module_& m);
+void register_model(py::module_& m);
+
+}  // namespace pyinfer

@@ -1,0 +1,161 @@
+// Bindings for single kernels, by ISA name, for tests and benchmarks (each ISA's table is reachable so that
+// every SIMD kernel can be compared with its scalar twin).  Inputs are checked, outputs freshly allocated.
+#include "../fp16.h"
+#include "common_bind.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace pyinfer {
+
+static py::array_t<float> matmul_py(const std::string& isa, const py::array& x, const py::array& w,
+                                    py::object bias) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    Tensor t = tensor_from_array(w, "w");
+    check_arg(x.shape(1) == t.n_cols, "x has " + std::to_string(x.shape(1)) + " columns but w has " +
+                                          std::to_string(t.n_cols));
+    const float* b = nullptr;
+    py::array bias_arr;
+    if (!bias.is_none()) {
+        bias_arr = bias.cast<py::array>();
+        checked<float>(bias_arr, "bias", 1);
+        check_arg(bias_arr.shape(0) == t.n_rows, "bias must have n_rows of w elements");
+        b = static_cast<const float*>(bias_arr.data());
+    }
+    const int64_t T = x.shape(0);
+    py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)t.n_rows});
+    float* o = out.mutable_data();
+    const float* xp = static_cast<const float*>(x.data());
+    {
+        py::gil_scoped_release nogil;
+        if (T > 0 && t.n_rows > 0) K.matmul(o, xp, t, b, T);
+    }
+    return out;
+}
+
+static py::array_t<float> get_row_py(const std::string& isa, const py::array& w, int64_t row) {
+    const Kernels& K = kernels_named(isa);
+    Tensor t = tensor_from_array(w, "w");
+    check_arg(row >= 0 && row < t.n_rows, "row out of range");
+    py::array_t<float> out(t.n_cols);
+    K.get_row(out.mutable_data(), t, row);
+    return out;
+}
+
+static py::array_t<float> layernorm_py(const std::string& isa, const py::array& x, const py::array& g,
+                                       py::object b, float eps) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    checked<float>(g, "g", 1);
+    const int64_t T = x.shape(0), C = x.shape(1);
+    check_arg(g.shape(0) == C, "g must have x.shape[1] elements");
+    const float* bp = nullptr;
+    py::array ba;
+    if (!b.is_none()) {
+        ba = b.cast<py::array>();
+        checked<float>(ba, "b", 1);
+        check_arg(ba.shape(0) == C, "b must have x.shape[1] elements");
+        bp = static_cast<const float*>(ba.data());
+    }
+    py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)C});
+    float* o = out.mutable_data();
+    const float *xp = static_cast<const float*>(x.data()), *gp = static_cast<const float*>(g.data());
+    {
+        py::gil_scoped_release nogil;
+        K.layernorm(o, xp, gp, bp, T, C, eps);
+    }
+    return out;
+}
+
+// Elementwise in-place kernels applied to a copy of a 1-D array.
+static py::array_t<float> unary_py(const std::string& isa, const py::array& x, const char* which) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 1);
+    py::array_t<float> out(x.shape(0));
+    std::memcpy(out.mutable_data(), x.data(), x.shape(0) * sizeof(float));
+    if (std::string(which) == "gelu")
+        K.gelu_tanh(out.mutable_data(), x.shape(0));
+    else
+        K.softmax(out.mutable_data(), x.shape(0));
+    return out;
+}
+
+static py::array_t<float> add_py(const std::string& isa, const py::array& a, const py::array& b) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(a, "a", 1);
+    checked<float>(b, "b", 1);
+    check_arg(a.shape(0) == b.shape(0), "a and b must have the same length");
+    py::array_t<float> out(a.shape(0));
+    K.add(out.mutable_data(), static_cast<const float*>(a.data()), static_cast<const float*>(b.data()), a.shape(0));
+    return out;
+}
+
+// q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) -> (T, n_head*hd)
+static py::array_t<float> attention_py(const std::string& isa, const py::array& q, const py::array& k,
+                                       const py::array& v, int64_t n_past, int64_t n_head, int64_t n_head_kv,
+                                       int n_threads) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(q, "q", 2);
+    checked<float>(k, "k", 2);
+    checked<float>(v, "v", 2);
+    check_arg(n_head > 0 && n_head_kv > 0 && n_head % n_head_kv == 0, "n_head must be a multiple of n_head_kv");
+    const int64_t T = q.shape(0);
+    check_arg(q.shape(1) % n_head == 0, "q.shape[1] must be a multiple of n_head");
+    const int64_t hd = q.shape(1) / n_head;
+    check_arg(n_past >= 0 && k.shape(0) == n_past + T && v.shape(0) == n_past + T,
+              "k and v must have n_past + T rows");
+    check_arg(k.shape(1) == n_head_kv * hd && v.shape(1) == n_head_kv * hd, "k and v must have n_head_kv*hd columns");
+    if (n_threads <= 0) n_threads = 1;
+    py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)(n_head * hd)});
+    std::vector<float> scratch((size_t)n_threads * (n_past + T) + 1);
+    float* o = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+#if defined(_OPENMP)
+        omp_set_num_threads(n_threads);
+#endif
+        K.attention(o, static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
+                    static_cast<const float*>(v.data()), scratch.data(), T, n_past, n_head, n_head_kv, hd,
+                    n_head_kv * hd, 1.0f / std::sqrt((float)hd));
+    }
+    return out;
+}
+
+static py::array_t<uint16_t> fp16_from_fp32_py(const py::array& x) {
+    checked<float>(x, "x", 1);
+    py::array_t<uint16_t> out(x.shape(0));
+    const float* p = static_cast<const float*>(x.data());
+    for (py::ssize_t i = 0; i < x.shape(0); i++) out.mutable_data()[i] = fp32_to_fp16(p[i]);
+    return out;
+}
+
+static py::array_t<float> fp32_from_fp16_py(const py::array& x) {
+    checked<uint16_t>(x, "x", 1);
+    py::array_t<float> out(x.shape(0));
+    const uint16_t* p = static_cast<const uint16_t*>(x.data());
+    for (py::ssize_t i = 0; i < x.shape(0); i++) out.mutable_data()[i] = fp16_to_fp32(p[i]);
+    return out;
+}
+
+void register_kernels(py::module_& m) {
+    py::module_ k = m.def_submodule("kernels", "single kernels by ISA name, for tests and benchmarks");
+    k.def("matmul", &matmul_py, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
+          "x (T, K) float32, w (N, K) float32|float16 -> x @ w.T + bias, (T, N)");
+    k.def("get_row", &get_row_py, py::arg("isa"), py::arg("w"), py::arg("row"));
+    k.def("layernorm", &layernorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("b") = py::none(),
+          py::arg("eps") = 1e-5f);
+    k.def("gelu_tanh", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "gelu"); });
+    k.def("softmax", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "softmax"); });
+    k.def("add", &add_py);
+    k.def("attention", &attention_py, py::arg("isa"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_past"),
+          py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1);
+    k.def("fp16_from_fp32", &fp16_from_fp32_py, "scalar reference conversion (bits as uint16)");
+    k.def("fp32_from_fp16", &fp32_from_fp16_py, "scalar reference conversion (bits as uint16)");
+}
+
+}  // namespace pyinfer

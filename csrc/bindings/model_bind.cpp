@@ -1,0 +1,155 @@
+// Binding of the forward pass: pyinfer._ext.Context owns a KV cache over weights that Python keeps alive
+// (memory-mapped arrays, never copied here).  Every tensor is checked by name and shape up front; all problems
+// are reported in one ValueError.  eval() releases the GIL for the whole step.
+#include <mutex>
+#include <vector>
+
+#include "../model/model.h"
+#include "common_bind.h"
+
+namespace pyinfer {
+
+namespace {
+
+struct TensorBinder {
+    py::dict tensors;
+    std::vector<std::string> problems;
+
+    py::object find(const std::string& name, bool required) {
+        if (tensors.contains(name)) return tensors[py::str(name)];
+        if (required) problems.push_back("missing tensor '" + name + "'");
+        return py::none();
+    }
+    const float* vec(const std::string& name, int64_t n, bool required = true) {
+        py::object o = find(name, required);
+        if (o.is_none()) return nullptr;
+        py::array a = o.cast<py::array>();
+        if (!a.dtype().is(py::dtype::of<float>()) || a.ndim() != 1 || a.shape(0) != n ||
+            !(a.flags() & py::array::c_style)) {
+            problems.push_back("tensor '" + name + "': expected float32 of shape (" + std::to_string(n) + ",), got " +
+                               std::string(py::str(a.dtype())) + " " + shape_str(a));
+            return nullptr;
+        }
+        return static_cast<const float*>(a.data());
+    }
+    Tensor mat(const std::string& name, int64_t rows, int64_t cols, bool required = true) {
+        py::object o = find(name, required);
+        if (o.is_none()) return Tensor();
+        py::array a = o.cast<py::array>();
+        try {
+            Tensor t = tensor_from_array(a, "tensor '" + name + "'");
+            if (t.n_rows != rows || t.n_cols != cols) {
+                problems.push_back("tensor '" + name + "': expected shape (" + std::to_string(rows) + ", " +
+                                   std::to_string(cols) + "), got " + shape_str(a));
+                return Tensor();
+            }
+            return t;
+        } catch (const std::invalid_argument& e) {
+            problems.push_back(e.what());
+            return Tensor();
+        }
+    }
+};
+
+int64_t get_int(const py::dict& hp, const char* key) {
+    check_arg(hp.contains(key), std::string("hyperparameter '") + key + "' is missing");
+    return hp[key].cast<int64_t>();
+}
+
+}  // namespace
+
+class PyContext {
+public:
+    PyContext(const std::string& arch, const py::dict& hp, const py::dict& tensors, int64_t n_ctx, int n_threads)
+        : tensors_(tensors) {
+        check_arg(arch == "gpt2", "unsupported architecture '" + arch + "' (supported: gpt2)");
+        cfg_.arch = Arch::GPT2;
+        cfg_.n_vocab = get_int(hp, "n_vocab");
+        cfg_.n_ctx_train = get_int(hp, "n_ctx_train");
+        cfg_.n_embd = get_int(hp, "n_embd");
+        cfg_.n_head = get_int(hp, "n_head");
+        cfg_.n_head_kv = hp.contains("n_head_kv") ? get_int(hp, "n_head_kv") : cfg_.n_head;
+        cfg_.n_layer = get_int(hp, "n_layer");
+        cfg_.n_ff = get_int(hp, "n_ff");
+        cfg_.norm_eps = hp.contains("norm_eps") ? hp["norm_eps"].cast<float>() : 1e-5f;
+        check_arg(cfg_.n_vocab > 0 && cfg_.n_embd > 0 && cfg_.n_head > 0 && cfg_.n_layer > 0 && cfg_.n_ff > 0 &&
+                      cfg_.n_ctx_train > 0,
+                  "hyperparameters must be positive");
+        check_arg(cfg_.n_embd % cfg_.n_head == 0, "n_embd must be a multiple of n_head");
+        check_arg(cfg_.n_head_kv == cfg_.n_head, "gpt2 has n_head_kv == n_head");
+
+        const int64_t C = cfg_.n_embd, V = cfg_.n_vocab, F = cfg_.n_ff;
+        TensorBinder b{tensors, {}};
+        w_.tok_embd = b.mat("token_embd.weight", V, C);
+        w_.pos_embd = b.mat("position_embd.weight", cfg_.n_ctx_train, C);
+        w_.layers.resize(cfg_.n_layer);
+        for (int64_t i = 0; i < cfg_.n_layer; i++) {
+            const std::string p = "blk." + std::to_string(i) + ".";
+            LayerWeights& L = w_.layers[i];
+            L.attn_norm = b.vec(p + "attn_norm.weight", C);
+            L.attn_norm_b = b.vec(p + "attn_norm.bias", C);
+            L.attn_qkv = b.mat(p + "attn_qkv.weight", 3 * C, C);
+            L.attn_qkv_b = b.vec(p + "attn_qkv.bias", 3 * C);
+            L.attn_out = b.mat(p + "attn_output.weight", C, C);
+            L.attn_out_b = b.vec(p + "attn_output.bias", C);
+            L.ffn_norm = b.vec(p + "ffn_norm.weight", C);
+            L.ffn_norm_b = b.vec(p + "ffn_norm.bias", C);
+            L.ffn_up = b.mat(p + "ffn_up.weight", F, C);
+            L.ffn_up_b = b.vec(p + "ffn_up.bias", F);
+            L.ffn_down = b.mat(p + "ffn_down.weight", C, F);
+            L.ffn_down_b = b.vec(p + "ffn_down.bias", C);
+        }
+        w_.out_norm = b.vec("output_norm.weight", C);
+        w_.out_norm_b = b.vec("output_norm.bias", C);
+        w_.output = b.mat("output.weight", V, C, /*required=*/false);
+        if (w_.output.empty()) w_.output = w_.tok_embd;  // tied LM head
+        if (!b.problems.empty()) {
+            std::string msg = "the model's tensors do not match its config (" + std::to_string(b.problems.size()) +
+                              " problem" + (b.problems.size() > 1 ? "s" : "") + "):";
+            for (auto& p : b.problems) msg += "\n  - " + p;
+            throw std::invalid_argument(msg);
+        }
+        ctx_.reset(new Context(cfg_, w_, n_ctx, n_threads));
+    }
+
+    // tokens (n,) int32 -> logits (n, n_vocab) if all_logits else (1, n_vocab)
+    py::array_t<float> eval(const py::array& tokens, bool all_logits) {
+        checked<int32_t>(tokens, "tokens", 1);
+        const int64_t n = tokens.shape(0);
+        check_arg(n > 0, "eval needs at least one token");
+        py::array_t<float> out({(py::ssize_t)(all_logits ? n : 1), (py::ssize_t)cfg_.n_vocab});
+        float* o = out.mutable_data();
+        const int32_t* tp = static_cast<const int32_t*>(tokens.data());
+        {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mu_);
+            ctx_->eval(tp, n, all_logits, o);
+        }
+        return out;
+    }
+
+    Context& ctx() { return *ctx_; }
+
+private:
+    py::dict tensors_;  // keeps the weight arrays (and their memory maps) alive
+    ModelConfig cfg_;
+    ModelWeights w_;
+    std::unique_ptr<Context> ctx_;
+    std::mutex mu_;
+};
+
+void register_model(py::module_& m) {
+    py::class_<PyContext>(m, "Context", "a model's weights bound to one sequence's KV cache")
+        .def(py::init<const std::string&, const py::dict&, const py::dict&, int64_t, int>(), py::arg("arch"),
+             py::arg("hparams"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads") = 0)
+        .def("eval", &PyContext::eval, py::arg("tokens"), py::arg("all_logits") = false,
+             "run tokens (int32) after the cached ones; logits (n or 1, n_vocab) float32")
+        .def("reset", [](PyContext& c) { c.ctx().reset(); })
+        .def_property_readonly("n_past", [](PyContext& c) { return c.ctx().n_past(); })
+        .def_property_readonly("n_ctx", [](PyContext& c) { return c.ctx().n_ctx(); })
+        .def_property(
+            "n_threads", [](PyContext& c) { return c.ctx().n_threads(); },
+            [](PyContext& c, int n) { c.ctx().set_n_threads(n); });
+}
+
+}  // namespace pyinfer

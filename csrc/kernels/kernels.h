@@ -1,0 +1,41 @@
+// The kernel table: one function pointer per op, filled from one ISA's compilation of kernels_impl.inc.
+// Kernels take raw pointers and sizes, outputs first; they never allocate or throw (callers check shapes).
+// Threading: kernels marked [omp] split their outer loop with OpenMP so that every output element is
+// computed by one thread in a fixed order: results are bit-identical for any thread count.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../common.h"
+#include "../cpu_isa.h"
+
+namespace pyinfer {
+
+struct Kernels {
+    Isa isa;
+    // [omp] out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).  out (T, N), x (T, K), w (N, K) rows of `w.dtype`,
+    // bias (N) or nullptr.  Each out element is the same dot product whatever T is (decode == prefill).
+    void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T);
+    // out (n) = row `row` of w as float (embedding lookup for any weight type)
+    void (*get_row)(float* out, const Tensor& w, int64_t row);
+    // [omp] out (T, C) = (x - mean) / sqrt(var + eps) * g + b, per row; g, b (C); b may be nullptr
+    void (*layernorm)(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
+    // x (n) in place: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
+    void (*gelu_tanh)(float* x, int64_t n);
+    // x (n) in place: exp(x - max) / sum
+    void (*softmax)(float* x, int64_t n);
+    // out (n) = a + b   (out may alias a or b)
+    void (*add)(float* out, const float* a, const float* b, int64_t n);
+    // [omp] causal multi-head attention of T new queries over a KV cache holding n_past + T positions.
+    // out (T, n_head*hd); q (T, n_head*hd); k, v (n_past + T, n_head_kv*hd) with row stride kv_stride floats;
+    // scratch: n_threads * (n_past + T) floats.  Query t sees cache positions 0 .. n_past + t.
+    void (*attention)(float* out, const float* q, const float* k, const float* v, float* scratch, int64_t T,
+                      int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
+};
+
+// The table for one ISA (nullptr if that ISA was not compiled in).
+const Kernels* kernels_for(Isa isa);
+// The table for isa_selected().
+const Kernels& kernels();
+
+}  // namespace pyinfer

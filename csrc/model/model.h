@@ -1,0 +1,75 @@
+// The transformer forward pass over a weights struct and a KV cache: prefill of many tokens and decode of one
+// are the same call.  Knows nothing of files, tokenizers or Python: loaders hand it named 2-D tensor views.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common.h"
+#include "../kernels/kernels.h"
+
+namespace pyinfer {
+
+enum class Arch : int { GPT2 = 0 };
+
+struct ModelConfig {
+    Arch arch = Arch::GPT2;
+    int64_t n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_head = 0, n_head_kv = 0, n_layer = 0, n_ff = 0;
+    float norm_eps = 1e-5f;
+    int64_t head_dim() const { return n_embd / n_head; }
+};
+
+struct LayerWeights {
+    const float *attn_norm = nullptr, *attn_norm_b = nullptr;  // (n_embd)
+    Tensor attn_qkv;                                            // (3 n_embd, n_embd)
+    const float* attn_qkv_b = nullptr;                          // (3 n_embd)
+    Tensor attn_out;                                            // (n_embd, n_embd)
+    const float* attn_out_b = nullptr;                          // (n_embd)
+    const float *ffn_norm = nullptr, *ffn_norm_b = nullptr;     // (n_embd)
+    Tensor ffn_up;                                              // (n_ff, n_embd)
+    const float* ffn_up_b = nullptr;                            // (n_ff)
+    Tensor ffn_down;                                            // (n_embd, n_ff)
+    const float* ffn_down_b = nullptr;                          // (n_embd)
+};
+
+struct ModelWeights {
+    Tensor tok_embd;                                         // (n_vocab, n_embd)
+    Tensor pos_embd;                                         // (n_ctx_train, n_embd)
+    std::vector<LayerWeights> layers;                        // (n_layer)
+    const float *out_norm = nullptr, *out_norm_b = nullptr;  // (n_embd)
+    Tensor output;                                           // (n_vocab, n_embd); == tok_embd when tied
+};
+
+// One sequence's state: the KV cache plus scratch buffers, bound to a model's weights.
+class Context {
+public:
+    Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads);
+
+    // Runs `n` tokens at positions n_past .. n_past+n-1, appends their K/V to the cache and writes logits:
+    // all positions (n, n_vocab) when all_logits, else the last position only (1, n_vocab).
+    // Throws std::invalid_argument on a bad token id or context overflow.
+    void eval(const int32_t* tokens, int64_t n, bool all_logits, float* logits);
+
+    void reset() { n_past_ = 0; }
+    int64_t n_past() const { return n_past_; }
+    int64_t n_ctx() const { return n_ctx_; }
+    int n_threads() const { return n_threads_; }
+    void set_n_threads(int n);
+    const ModelConfig& config() const { return cfg_; }
+
+private:
+    void forward_gpt2(const int32_t* tokens, int64_t n, bool all_logits, float* logits);
+    void reserve(int64_t n);
+
+    ModelConfig cfg_;
+    ModelWeights w_;
+    const Kernels* k_;
+    int64_t n_ctx_, n_past_ = 0;
+    int n_threads_;
+    std::vector<float> k_cache_, v_cache_;  // (n_layer, n_ctx, n_head_kv * head_dim)
+    // scratch, sized for the largest batch seen
+    int64_t cap_ = 0;
+    std::vector<float> x_, h_, qkv_, q_, att_, ff_, att_scratch_;
+};
+
+}  // namespace pyinfer

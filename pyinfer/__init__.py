@@ -1,0 +1,20 @@
+"""pyinfer: CPU inference for small transformer language models.
+
+    import pyinfer
+    m = pyinfer.load("path/to/model")
+    print(m.generate("Hello", max_tokens=32))
+"""
+from ._ext import build_info as _build_info
+from .model import Model, load
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """Compiled and selected ISA, OpenMP and thread count of this build."""
+    info = dict(_build_info())
+    info["version"] = __version__
+    return info
+
+
+__all__ = ["Model", "load", "build_info", "__version__"]

@@ -1,0 +1,149 @@
+"""Hugging Face checkpoint folders -> (hyperparameters, named tensors) for the C++ forward pass.
+Reads config.json and safetensors files memory-mapped (a tensor is a view of the file unless its layout must
+change: HF's GPT-2 Conv1D stores [in, out] and the kernels want [out, in]); names follow GGUF's convention
+(`blk.N.attn_qkv.weight`) so every loader feeds the model the same way. Tokenizers are loaded elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
+              "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors(path) -> dict:
+    """{name: numpy array} viewing a memory map of `path` (read-only). BF16 becomes float32 (a copy)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or 8 + n > size:
+            raise ValueError(f"{path}: corrupt safetensors header length {n} (file is {size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ValueError(f"{path}: corrupt safetensors header: {e}") from None
+    data_start = 8 + n
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dt = _ST_DTYPES.get(info.get("dtype"))
+        if dt is None:
+            raise ValueError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')}")
+        shape = tuple(int(s) for s in info["shape"])
+        begin, end = (int(x) for x in info["data_offsets"])
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+        if begin < 0 or end - begin != nbytes or data_start + end > size:
+            raise ValueError(f"{path}: tensor '{name}' data [{begin}, {end}) does not fit its shape {shape} "
+                             f"or the file ({size} bytes): the file is truncated or corrupt")
+        arr = mm[data_start + begin:data_start + end].view(dt).reshape(shape)
+        if info["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[name] = arr
+    return out
+
+
+def read_checkpoint_tensors(folder: Path) -> dict:
+    """All tensors of a HF folder: model.safetensors or the shards listed in model.safetensors.index.json."""
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    if single.exists():
+        return read_safetensors(single)
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        out = {}
+        for s in shards:
+            out.update(read_safetensors(folder / s))
+        return out
+    if (folder / "pytorch_model.bin").exists():
+        raise ValueError(f"{folder}: only pytorch_model.bin found; pyinfer reads safetensors. Convert with "
+                         "transformers: model.save_pretrained(folder, safe_serialization=True)")
+    raise FileNotFoundError(f"{folder}: no model.safetensors (or model.safetensors.index.json) in the folder")
+
+
+def read_config(folder: Path) -> dict:
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{folder}: no config.json; is this a Hugging Face model folder?")
+    try:
+        return json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: not valid JSON: {e}") from None
+
+
+def _convert(arr: np.ndarray, dtype: str | None, matrix: bool) -> np.ndarray:
+    """Vectors are float32 always; matrices keep their stored float type unless dtype asks for f32/f16."""
+    want = np.float32 if (not matrix or dtype == "f32") else np.float16 if dtype == "f16" else None
+    if want is None:
+        want = arr.dtype if arr.dtype in (np.float32, np.float16) else np.float32
+    return np.ascontiguousarray(arr, dtype=want)
+
+
+def load_gpt2(folder, dtype: str | None = None):
+    """(hparams, tensors) of a HF GPT-2 folder. Raises ValueError listing every missing/misshapen tensor."""
+    folder = Path(folder)
+    cfg = read_config(folder)
+    if cfg.get("model_type") != "gpt2":
+        raise ValueError(f"{folder}/config.json: model_type {cfg.get('model_type')!r} is not supported "
+                         "(supported: gpt2)")
+    act = cfg.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"{folder}/config.json: activation_function {act!r} is not supported (GPT-2 uses gelu_new)")
+    if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("scale_attn_weights") is False:
+        raise ValueError(f"{folder}/config.json: non-default attention scaling is not supported")
+    C = int(cfg["n_embd"])
+    hp = dict(n_vocab=int(cfg["vocab_size"]), n_ctx_train=int(cfg.get("n_positions", cfg.get("n_ctx", 1024))),
+              n_embd=C, n_head=int(cfg["n_head"]), n_layer=int(cfg["n_layer"]),
+              n_ff=int(cfg.get("n_inner") or 4 * C), norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)))
+    V, F, P = hp["n_vocab"], hp["n_ff"], hp["n_ctx_train"]
+
+    raw = read_checkpoint_tensors(folder)
+    raw = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in raw.items()}
+    problems, tensors = [], {}
+
+    def take(src, dst, shape, transpose=False, matrix=True):
+        a = raw.get(src)
+        if a is None:
+            problems.append(f"missing tensor '{src}'")
+            return
+        want = shape[::-1] if transpose else shape
+        if tuple(a.shape) != tuple(want):
+            problems.append(f"tensor '{src}': expected shape {tuple(want)}, got {tuple(a.shape)}")
+            return
+        tensors[dst] = _convert(a.T if transpose else a, dtype, matrix)
+
+    take("wte.weight", "token_embd.weight", (V, C))
+    take("wpe.weight", "position_embd.weight", (P, C))
+    for i in range(hp["n_layer"]):
+        h, b = f"h.{i}.", f"blk.{i}."
+        for src, dst, n in (("ln_1", "attn_norm", C), ("ln_2", "ffn_norm", C)):
+            take(h + src + ".weight", b + dst + ".weight", (n,), matrix=False)
+            take(h + src + ".bias", b + dst + ".bias", (n,), matrix=False)
+        # Conv1D weights are [in, out]; the kernels take [out, in]
+        for src, dst, n_out, n_in in (("attn.c_attn", "attn_qkv", 3 * C, C), ("attn.c_proj", "attn_output", C, C),
+                                      ("mlp.c_fc", "ffn_up", F, C), ("mlp.c_proj", "ffn_down", C, F)):
+            take(h + src + ".weight", b + dst + ".weight", (n_out, n_in), transpose=True)
+            take(h + src + ".bias", b + dst + ".bias", (n_out,), matrix=False)
+    take("ln_f.weight", "output_norm.weight", (C,), matrix=False)
+    take("ln_f.bias", "output_norm.bias", (C,), matrix=False)
+    if "lm_head.weight" in raw and not cfg.get("tie_word_embeddings", True):
+        take("lm_head.weight", "output.weight", (V, C))
+    if problems:
+        where = folder / "model.safetensors"
+        raise ValueError(f"{where}: {len(problems)} problem(s) with the checkpoint's tensors "
+                         f"(config says n_layer={hp['n_layer']}, n_embd={C}, n_vocab={V}):\n  - "
+                         + "\n  - ".join(problems))
+    return hp, tensors
+
+
+def is_hf_folder(path) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))

