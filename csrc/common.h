@@ -14,6 +14,8 @@ namespace pyinfer {
 enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };
 
 const char* dtype_name(DType t);
+DType dtype_from_id(int id);  // throws std::invalid_argument naming the supported ids
+bool dtype_is_quantized(DType t);
 // Bytes needed for one row of n elements (throws if n does not fit the type's block size).
 size_t dtype_row_bytes(DType t, int64_t n);
 

@@ -8,6 +8,7 @@ from ._ext import build_info as _build_info
 from .model import Model, load
 
 __version__ = "0.1.0"
+_build_info()  # a bad PYINFER_ISA fails here, at import, with a message naming the fix
 
 
 def build_info() -> dict:

@@ -58,6 +58,33 @@ inline Tensor tensor_from_array(const py::array& a, const std::string& name) {
     return t;
 }
 
+// A 2-D weight from either a float32/float16 array (n_rows, n_cols) or a tuple (raw, ggml_type, n_cols) where raw is
+// a C-contiguous uint8 array (n_rows, row_bytes) holding the rows in that type's layout (GGUF's bytes as they are).
+inline Tensor tensor_from_object(const py::handle& obj, const std::string& name) {
+    if (!py::isinstance<py::tuple>(obj)) return tensor_from_array(obj.cast<py::array>(), name);
+    py::tuple tup = obj.cast<py::tuple>();
+    check_arg(tup.size() == 3, name + ": a quantized weight is a tuple (raw uint8 array, ggml type id, n_cols)");
+    py::array raw = tup[0].cast<py::array>();
+    Tensor t;
+    t.dtype = dtype_from_id(tup[1].cast<int>());
+    t.n_cols = tup[2].cast<int64_t>();
+    check_arg(t.n_cols > 0, name + ": n_cols must be positive");
+    check_arg(raw.dtype().is(py::dtype::of<uint8_t>()) && raw.ndim() == 2 && (raw.flags() & py::array::c_style),
+              name + ": raw data must be a C-contiguous 2-D uint8 array (n_rows, row_bytes)");
+    size_t rb;
+    try {
+        rb = dtype_row_bytes(t.dtype, t.n_cols);
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(name + ": " + e.what());
+    }
+    check_arg((size_t)raw.shape(1) == rb, name + ": " + dtype_name(t.dtype) + " rows of " + std::to_string(t.n_cols) +
+                                              " elements take " + std::to_string(rb) + " bytes, got " +
+                                              std::to_string(raw.shape(1)));
+    t.n_rows = raw.shape(0);
+    t.data = raw.data();
+    return t;
+}
+
 void register_kernels(py::module_& m);
 void register_model(py::module_& m);
 

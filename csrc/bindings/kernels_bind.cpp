@@ -12,11 +12,11 @@
 
 namespace pyinfer {
 
-static py::array_t<float> matmul_py(const std::string& isa, const py::array& x, const py::array& w,
-                                    py::object bias) {
+static py::array_t<float> matmul_py(const std::string& isa, const py::array& x, const py::object& w,
+                                    py::object bias, int n_threads) {
     const Kernels& K = kernels_named(isa);
     checked<float>(x, "x", 2);
-    Tensor t = tensor_from_array(w, "w");
+    Tensor t = tensor_from_object(w, "w");
     check_arg(x.shape(1) == t.n_cols, "x has " + std::to_string(x.shape(1)) + " columns but w has " +
                                           std::to_string(t.n_cols));
     const float* b = nullptr;
@@ -31,16 +31,20 @@ static py::array_t<float> matmul_py(const std::string& isa, const py::array& x, 
     py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)t.n_rows});
     float* o = out.mutable_data();
     const float* xp = static_cast<const float*>(x.data());
+    std::vector<uint8_t> scratch(matmul_scratch_bytes(t, T));
     {
         py::gil_scoped_release nogil;
-        if (T > 0 && t.n_rows > 0) K.matmul(o, xp, t, b, T);
+#if defined(_OPENMP)
+        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
+#endif
+        if (T > 0 && t.n_rows > 0) K.matmul(o, xp, t, b, T, scratch.data());
     }
     return out;
 }
 
-static py::array_t<float> get_row_py(const std::string& isa, const py::array& w, int64_t row) {
+static py::array_t<float> get_row_py(const std::string& isa, const py::object& w, int64_t row) {
     const Kernels& K = kernels_named(isa);
-    Tensor t = tensor_from_array(w, "w");
+    Tensor t = tensor_from_object(w, "w");
     check_arg(row >= 0 && row < t.n_rows, "row out of range");
     py::array_t<float> out(t.n_cols);
     K.get_row(out.mutable_data(), t, row);
@@ -142,10 +146,40 @@ static py::array_t<float> fp32_from_fp16_py(const py::array& x) {
     return out;
 }
 
+// x (n_rows, n) float32 -> raw (n_rows, row_bytes) uint8 in ggml type `type_id`
+static py::array_t<uint8_t> quantize_py(const std::string& isa, const py::array& x, int type_id) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    const DType t = dtype_from_id(type_id);
+    const int64_t rows = x.shape(0), n = x.shape(1);
+    const size_t rb = dtype_row_bytes(t, n);
+    py::array_t<uint8_t> out({(py::ssize_t)rows, (py::ssize_t)rb});
+    uint8_t* o = out.mutable_data();
+    const float* xp = static_cast<const float*>(x.data());
+    {
+        py::gil_scoped_release nogil;
+        for (int64_t r = 0; r < rows; r++) K.quantize_row(o + r * rb, xp + r * n, n, t);
+    }
+    return out;
+}
+
+// raw (n_rows, row_bytes) of ggml type `type_id` -> (n_rows, n_cols) float32
+static py::array_t<float> dequantize_py(const std::string& isa, const py::array& raw, int type_id, int64_t n_cols) {
+    const Kernels& K = kernels_named(isa);
+    Tensor t = tensor_from_object(py::make_tuple(raw, type_id, n_cols), "raw");
+    py::array_t<float> out({(py::ssize_t)t.n_rows, (py::ssize_t)n_cols});
+    for (int64_t r = 0; r < t.n_rows; r++) K.get_row(out.mutable_data() + r * n_cols, t, r);
+    return out;
+}
+
 void register_kernels(py::module_& m) {
     py::module_ k = m.def_submodule("kernels", "single kernels by ISA name, for tests and benchmarks");
     k.def("matmul", &matmul_py, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
-          "x (T, K) float32, w (N, K) float32|float16 -> x @ w.T + bias, (T, N)");
+          py::arg("n_threads") = 1,
+          "x (T, K) float32, w (N, K) float32|float16 or (raw uint8, ggml type, K) -> x @ w.T + bias, (T, N)");
+    k.def("quantize", &quantize_py, py::arg("isa"), py::arg("x"), py::arg("type"),
+          "rows of x (float32) -> raw bytes in a ggml block type, bit-identical to ggml's reference quantizers");
+    k.def("dequantize", &dequantize_py, py::arg("isa"), py::arg("raw"), py::arg("type"), py::arg("n_cols"));
     k.def("get_row", &get_row_py, py::arg("isa"), py::arg("w"), py::arg("row"));
     k.def("layernorm", &layernorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("b") = py::none(),
           py::arg("eps") = 1e-5f);

@@ -35,12 +35,12 @@ struct TensorBinder {
     Tensor mat(const std::string& name, int64_t rows, int64_t cols, bool required = true) {
         py::object o = find(name, required);
         if (o.is_none()) return Tensor();
-        py::array a = o.cast<py::array>();
         try {
-            Tensor t = tensor_from_array(a, "tensor '" + name + "'");
+            Tensor t = tensor_from_object(o, "tensor '" + name + "'");
             if (t.n_rows != rows || t.n_cols != cols) {
                 problems.push_back("tensor '" + name + "': expected shape (" + std::to_string(rows) + ", " +
-                                   std::to_string(cols) + "), got " + shape_str(a));
+                                   std::to_string(cols) + "), got (" + std::to_string(t.n_rows) + ", " +
+                                   std::to_string(t.n_cols) + ")");
                 return Tensor();
             }
             return t;

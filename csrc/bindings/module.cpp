@@ -9,25 +9,6 @@
 
 namespace pyinfer {
 
-const char* dtype_name(DType t) {
-    switch (t) {
-        case DType::F32: return "F32";
-        case DType::F16: return "F16";
-        case DType::Q4_0: return "Q4_0";
-        case DType::Q4_1: return "Q4_1";
-        case DType::Q8_0: return "Q8_0";
-    }
-    return "?";
-}
-
-size_t dtype_row_bytes(DType t, int64_t n) {
-    switch (t) {
-        case DType::F32: return 4 * n;
-        case DType::F16: return 2 * n;
-        default: throw std::invalid_argument(std::string("weight type ") + dtype_name(t) + " is not supported yet");
-    }
-}
-
 static py::dict build_info() {
     py::dict d;
     py::list compiled, available;

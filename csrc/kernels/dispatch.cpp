@@ -1,6 +1,8 @@
 // Fills the kernel table once from the ISA chosen in cpu_isa.cpp. Compiled without ISA flags.
 #include "kernels.h"
 
+#include "../quant_blocks.h"
+
 namespace pyinfer {
 namespace ref { extern const Kernels table; }
 #if defined(PYINFER_HAVE_AVX2)
@@ -21,6 +23,10 @@ const Kernels* kernels_for(Isa isa) {
 #endif
         default: return nullptr;
     }
+}
+
+size_t matmul_scratch_bytes(const Tensor& w, int64_t T) {
+    return dtype_is_quantized(w.dtype) ? (size_t)T * (size_t)(w.n_cols / QK) * sizeof(block_q8a) : 0;
 }
 
 const Kernels& kernels() {

@@ -15,8 +15,9 @@ struct Kernels {
     Isa isa;
     // [omp] out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).  out (T, N), x (T, K), w (N, K) rows of `w.dtype`,
     // bias (N) or nullptr.  Each out element is the same dot product whatever T is (decode == prefill).
-    void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T);
-    // out (n) = row `row` of w as float (embedding lookup for any weight type)
+    // Quantized weights: x is first quantized to 8-bit blocks in `scratch` (matmul_scratch_bytes(w, T) bytes).
+    void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
+    // out (n) = row `row` of w as float (embedding lookup / dequantization for any weight type)
     void (*get_row)(float* out, const Tensor& w, int64_t row);
     // [omp] out (T, C) = (x - mean) / sqrt(var + eps) * g + b, per row; g, b (C); b may be nullptr
     void (*layernorm)(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
@@ -31,7 +32,12 @@ struct Kernels {
     // scratch: n_threads * (n_past + T) floats.  Query t sees cache positions 0 .. n_past + t.
     void (*attention)(float* out, const float* q, const float* k, const float* v, float* scratch, int64_t T,
                       int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
+    // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers
+    void (*quantize_row)(void* out, const float* x, int64_t n, DType t);
 };
+
+// Scratch bytes matmul needs for weight w and T activation rows (0 for float weights).
+size_t matmul_scratch_bytes(const Tensor& w, int64_t T);
 
 // The table for one ISA (nullptr if that ISA was not compiled in).
 const Kernels* kernels_for(Isa isa);

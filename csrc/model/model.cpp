@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -50,6 +51,16 @@ void Context::reserve(int64_t n) {
     q_.resize(n * C);
     att_.resize(n * C);
     ff_.resize(n * F);
+    size_t q = 0;
+    auto need = [&](const Tensor& t) { q = std::max(q, matmul_scratch_bytes(t, n)); };
+    for (const LayerWeights& L : w_.layers) {
+        need(L.attn_qkv);
+        need(L.attn_out);
+        need(L.ffn_up);
+        need(L.ffn_down);
+    }
+    need(w_.output);
+    mm_scratch_.resize(q);
     cap_ = n;
 }
 
@@ -91,26 +102,26 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T, bool all_logits, fl
         float* vc = v_cache_.data() + (size_t)l * n_ctx_ * kv_dim;
         // attention block
         K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);   // (T, C)
-        K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T);                        // (T, C) -> (T, 3C)
+        K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T, mm_scratch_.data());                        // (T, C) -> (T, 3C)
         for (int64_t t = 0; t < T; t++) {                                     // split into q and the cache
             std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
             std::memcpy(kc + (n_past_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
             std::memcpy(vc + (n_past_ + t) * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
         }
         K.attention(att, q, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim, scale);
-        K.matmul(h, att, L.attn_out, L.attn_out_b, T);  // (T, C) -> (T, C)
+        K.matmul(h, att, L.attn_out, L.attn_out_b, T, mm_scratch_.data());  // (T, C) -> (T, C)
         K.add(x, x, h, T * C);
         // MLP block
         K.layernorm(h, x, L.ffn_norm, L.ffn_norm_b, T, C, cfg_.norm_eps);
-        K.matmul(ff, h, L.ffn_up, L.ffn_up_b, T);  // (T, C) -> (T, n_ff)
+        K.matmul(ff, h, L.ffn_up, L.ffn_up_b, T, mm_scratch_.data());  // (T, C) -> (T, n_ff)
         K.gelu_tanh(ff, T * cfg_.n_ff);
-        K.matmul(h, ff, L.ffn_down, L.ffn_down_b, T);  // (T, n_ff) -> (T, C)
+        K.matmul(h, ff, L.ffn_down, L.ffn_down_b, T, mm_scratch_.data());  // (T, n_ff) -> (T, C)
         K.add(x, x, h, T * C);
     }
     // final norm and LM head: only the rows we return
     const int64_t first = all_logits ? 0 : T - 1, rows = T - first;
     K.layernorm(h, x + first * C, w_.out_norm, w_.out_norm_b, rows, C, cfg_.norm_eps);
-    K.matmul(logits, h, w_.output, nullptr, rows);  // (rows, C) -> (rows, n_vocab)
+    K.matmul(logits, h, w_.output, nullptr, rows, mm_scratch_.data());  // (rows, C) -> (rows, n_vocab)
 }
 
 }  // namespace pyinfer

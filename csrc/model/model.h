@@ -70,6 +70,7 @@ private:
     // scratch, sized for the largest batch seen
     int64_t cap_ = 0;
     std::vector<float> x_, h_, qkv_, q_, att_, ff_, att_scratch_;
+    std::vector<uint8_t> mm_scratch_;  // quantized activations for matmul
 };
 
 }  // namespace pyinfer

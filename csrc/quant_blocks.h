@@ -1,0 +1,40 @@
+// Block formats, bit-compatible with ggml's (ggml-common.h): 32 weights per block, an fp16 scale (and min).
+// Plus block_q8a, pyinfer's own activation block (never stored in files): activations are quantized to it on
+// the fly so that every weight type's dot product runs in integer arithmetic.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "fp16.h"
+
+namespace pyinfer {
+
+constexpr int QK = 32;  // weights per block for every quantized type here
+
+struct block_q8_0 {   // x[i] = d * qs[i]
+    fp16_t d;
+    int8_t qs[QK];
+};
+static_assert(sizeof(block_q8_0) == 2 + QK, "block_q8_0 must match ggml's layout (34 bytes)");
+
+struct block_q4_0 {   // x[i] = d * (nibble[i] - 8); qs[j] holds element j (low nibble) and j + 16 (high nibble)
+    fp16_t d;
+    uint8_t qs[QK / 2];
+};
+static_assert(sizeof(block_q4_0) == 2 + QK / 2, "block_q4_0 must match ggml's layout (18 bytes)");
+
+struct block_q4_1 {   // x[i] = d * nibble[i] + m; nibbles packed as in q4_0
+    fp16_t d;
+    fp16_t m;
+    uint8_t qs[QK / 2];
+};
+static_assert(sizeof(block_q4_1) == 4 + QK / 2, "block_q4_1 must match ggml's layout (20 bytes)");
+
+struct block_q8a {    // activations: x[i] ~= d * qs[i]; sum = sum(qs) for the offset terms of q4_0 / q4_1
+    float d;
+    int32_t sum;
+    int8_t qs[QK];
+};
+static_assert(sizeof(block_q8a) == 8 + QK, "block_q8a is 40 bytes");
+
+}  // namespace pyinfer

@@ -1,0 +1,91 @@
+"""Shared pytest fixtures: random-weight HF GPT-2 checkpoints (config.json + model.safetensors + GPT-2's real
+tokenizer files), built once per session with transformers and cached by their parameters.
+Imports neither pyinfer nor torch at module import time: tests that need them import them themselves.
+"""
+import json
+import os
+import sys
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)  # so tests can `import tolerances`, `import assets`, `from reference import ...`
+
+# Random init scale. HF's default (0.02) gives logits with std ~0.02*sqrt(n_embd) ~ 0.16 at n_embd=64: a near-uniform
+# distribution where greedy argmax is decided by noise. 0.2 gives logit std ~1.5 and top-2 gaps far above f32 error.
+INIT_RANGE = 0.2
+
+
+def build_gpt2(folder, n_layer=2, n_embd=64, n_head=4, n_positions=128, seed=0, dtype="float32", tie=True,
+               init_range=INIT_RANGE):
+    """Write a random-weight GPT-2 (n_vocab 50257) as a HF folder and return its path.
+
+    Weights come from torch.manual_seed(seed) in f32, so the same arguments with a different dtype give the same
+    weights rounded to that dtype. Layer-norm gains/biases and all linear biases are randomised too (HF's init
+    makes them 1 and 0), so a loader that drops or swaps them is caught.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from assets import gpt2_tokenizer_files
+
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+    config = GPT2Config(vocab_size=50257, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                        initializer_range=init_range, tie_word_embeddings=tie)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name or name.startswith("transformer.ln_f"):
+                if name.endswith(".weight"):
+                    p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))  # gains around 1
+                else:
+                    p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    model = model.to(torch_dtype)
+    model.save_pretrained(folder)
+    if not os.path.exists(os.path.join(folder, "model.safetensors")):
+        raise RuntimeError(f"save_pretrained did not write {folder}/model.safetensors: {os.listdir(folder)}")
+    # llama.cpp's convert_hf_to_gguf.py reads n_ctx for GPT-2; transformers 5 no longer writes it
+    cfg_path = os.path.join(folder, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["n_ctx"] = n_positions
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+    gpt2_tokenizer_files(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_gpt2(tmp_path_factory):
+    """Factory: make_gpt2(n_layer=2, n_embd=64, n_head=4, n_positions=128, seed=0, dtype="float32", tie=True) -> Path.
+
+    Each distinct set of arguments is built once per session and then reused; treat the folder as read-only.
+    """
+    cache = {}
+
+    def make(n_layer=2, n_embd=64, n_head=4, n_positions=128, seed=0, dtype="float32", tie=True):
+        key = (n_layer, n_embd, n_head, n_positions, seed, dtype, tie)
+        if key not in cache:
+            name = f"gpt2-l{n_layer}-e{n_embd}-h{n_head}-p{n_positions}-s{seed}-{dtype}-{'tied' if tie else 'untied'}"
+            folder = tmp_path_factory.mktemp(name, numbered=True)
+            cache[key] = build_gpt2(folder, n_layer, n_embd, n_head, n_positions, seed, dtype, tie)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def gpt2_small(make_gpt2):
+    """Default random GPT-2: 2 layers, n_embd 64, 4 heads, n_ctx 128, n_vocab 50257, f32, tied head."""
+    return make_gpt2()
+
+
+@pytest.fixture(scope="session")
+def gpt2_f16(make_gpt2):
+    """gpt2_small's weights rounded to float16 and saved as such."""
+    return make_gpt2(dtype="float16")

@@ -1,0 +1,198 @@
+"""Each kernel on every ISA this machine runs, against its scalar twin (the `ref` table) and a numpy oracle.
+Sizes 0 .. 2 x the widest vector + 1, a large odd size, and misaligned (offset) views of the inputs.
+"""
+import numpy as np
+import pytest
+
+import pyinfer
+from pyinfer import _ext
+from tolerances import KERNEL_F16, KERNEL_F32, assert_close
+
+K = _ext.kernels
+ISAS = pyinfer.build_info()["isa_available"]
+SIZES = list(range(0, 2 * 16 + 2)) + [1031]
+
+
+def misaligned(a: np.ndarray, byte_offset: int = 4) -> np.ndarray:
+    """A C-contiguous copy of `a` whose data starts `byte_offset` bytes past a 64-byte boundary."""
+    buf = np.zeros(a.nbytes + 64 + byte_offset, np.uint8)
+    start = (-buf.ctypes.data) % 64 + byte_offset
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def gelu_np(x):
+    x = x.astype(np.float64)
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def test_ref_is_always_there_and_selected_isa_is_available():
+    info = pyinfer.build_info()
+    assert "ref" in info["isa_compiled"] and "ref" in info["isa_available"]
+    assert info["isa_selected"] in info["isa_available"]
+
+
+def test_unknown_isa_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown ISA"):
+        K.add("sse9", np.zeros(3, np.float32), np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("wdtype", [np.float32, np.float16])
+def test_matmul_every_size(isa, wdtype):
+    r = rng(1)
+    for k in SIZES:
+        for t, n in ((1, 5), (4, 9), (7, 70)):
+            x = r.standard_normal((t, k)).astype(np.float32)
+            w = r.standard_normal((n, k)).astype(wdtype)
+            b = r.standard_normal(n).astype(np.float32)
+            out = K.matmul(isa, x, w, b)
+            want = x.astype(np.float64) @ w.astype(np.float64).T + b  # numpy oracle on the same weights
+            assert_close(out, want, KERNEL_F32, f"{isa} matmul {wdtype.__name__} T={t} N={n} K={k}")
+            assert_close(out, K.matmul("ref", x, w, b), KERNEL_F32, f"{isa} vs ref, K={k}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_matmul_large_misaligned_no_bias(isa):
+    r = rng(2)
+    x = misaligned(r.standard_normal((13, 1031)).astype(np.float32))
+    w = misaligned(r.standard_normal((131, 1031)).astype(np.float32), 8)
+    out = K.matmul(isa, x, w)
+    assert_close(out, x.astype(np.float64) @ w.T.astype(np.float64), KERNEL_F32, f"{isa} misaligned matmul")
+    # f16 weights vs the f32 weights they were rounded from
+    out16 = K.matmul(isa, x, misaligned(w.astype(np.float16), 2))
+    assert_close(out16, x.astype(np.float64) @ w.T.astype(np.float64), KERNEL_F16, f"{isa} f16 vs f32 weights")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_matmul_rows_do_not_depend_on_batch(isa):
+    """Decode (T=1) and prefill (T>1) give bit-identical rows: the KV-cache path equals recompute."""
+    r = rng(3)
+    x = r.standard_normal((11, 200)).astype(np.float32)
+    w = r.standard_normal((67, 200)).astype(np.float16)
+    full = K.matmul(isa, x, w)
+    for t in range(11):
+        assert np.array_equal(K.matmul(isa, x[t:t + 1].copy(), w), full[t:t + 1])
+
+
+def test_matmul_checks_shapes_and_dtypes():
+    x = np.zeros((2, 8), np.float32)
+    with pytest.raises(ValueError, match="columns"):
+        K.matmul("ref", x, np.zeros((3, 7), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        K.matmul("ref", x.astype(np.float64), np.zeros((3, 8), np.float32))
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        K.matmul("ref", x, np.zeros((3, 8), np.int8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        K.matmul("ref", np.zeros((8, 2), np.float32).T, np.zeros((3, 8), np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_layernorm(isa):
+    r = rng(4)
+    for c in [s for s in SIZES if s > 0]:
+        x = (r.standard_normal((3, c)) * 3 + 1).astype(np.float32)
+        g, b = r.standard_normal(c).astype(np.float32), r.standard_normal(c).astype(np.float32)
+        xd = x.astype(np.float64)
+        want = (xd - xd.mean(1, keepdims=True)) / np.sqrt(xd.var(1, keepdims=True) + 1e-5) * g + b
+        out = K.layernorm(isa, misaligned(x), g, b, 1e-5)
+        assert_close(out, want, KERNEL_F32, f"{isa} layernorm C={c}")
+        assert_close(out, K.layernorm("ref", x, g, b, 1e-5), KERNEL_F32, f"{isa} layernorm vs ref C={c}")
+        assert_close(K.layernorm(isa, x, g, None, 1e-5), want - b, KERNEL_F32, f"{isa} layernorm no bias")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_tanh(isa):
+    r = rng(5)
+    for n in SIZES:
+        x = misaligned((r.standard_normal(n) * 4).astype(np.float32))
+        out = K.gelu_tanh(isa, x)
+        assert_close(out, gelu_np(x), KERNEL_F32, f"{isa} gelu n={n}")
+        assert_close(out, K.gelu_tanh("ref", x), KERNEL_F32, f"{isa} gelu vs ref n={n}")
+    extremes = np.array([-1e30, -100, -10, -1e-8, 0, 1e-8, 10, 100, 1e30], np.float32)
+    assert_close(K.gelu_tanh(isa, extremes), gelu_np(extremes), KERNEL_F32, f"{isa} gelu extremes")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax(isa):
+    r = rng(6)
+    for n in [s for s in SIZES if s > 0]:
+        x = misaligned((r.standard_normal(n) * 10).astype(np.float32))
+        e = np.exp(x.astype(np.float64) - x.max())
+        out = K.softmax(isa, x)
+        assert_close(out, e / e.sum(), KERNEL_F32, f"{isa} softmax n={n}")
+        assert_close(out, K.softmax("ref", x), KERNEL_F32, f"{isa} softmax vs ref n={n}")
+    # huge spreads: no overflow, the max gets all the mass
+    x = np.array([-1e4, 0, 1e4] + [-3e4] * 20, np.float32)
+    assert_close(K.softmax(isa, x), np.eye(1, 23, 2)[0], KERNEL_F32, f"{isa} softmax large spread")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_add(isa):
+    r = rng(7)
+    for n in SIZES:
+        a, b = r.standard_normal(n).astype(np.float32), misaligned(r.standard_normal(n).astype(np.float32))
+        assert np.array_equal(K.add(isa, a, b), a + b)  # one rounding: exact
+
+
+def attention_np(q, k, v, n_past, n_head, n_head_kv):
+    T, hd = q.shape[0], q.shape[1] // n_head
+    out = np.zeros((T, n_head * hd))
+    for h in range(n_head):
+        hk = h // (n_head // n_head_kv)
+        qh, kh, vh = (a.astype(np.float64) for a in (q[:, h * hd:(h + 1) * hd], k[:, hk * hd:(hk + 1) * hd],
+                                                      v[:, hk * hd:(hk + 1) * hd]))
+        s = qh @ kh.T / np.sqrt(hd)  # [T, n_past + T]
+        mask = np.arange(k.shape[0])[None, :] > (n_past + np.arange(T))[:, None]
+        s[mask] = -np.inf
+        p = np.exp(s - s.max(1, keepdims=True))
+        out[:, h * hd:(h + 1) * hd] = (p / p.sum(1, keepdims=True)) @ vh
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("T,n_past,n_head,n_head_kv,hd", [(1, 0, 1, 1, 1), (5, 0, 4, 4, 16), (1, 37, 4, 4, 33),
+                                                          (6, 9, 8, 2, 64), (3, 4, 6, 1, 17)])
+def test_attention(isa, T, n_past, n_head, n_head_kv, hd):
+    r = rng(8)
+    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
+    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    v = misaligned(r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32))
+    want = attention_np(q, k, v, n_past, n_head, n_head_kv)
+    out = K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1)
+    assert_close(out, want, KERNEL_F32, f"{isa} attention")
+    assert_close(out, K.attention("ref", q, k, v, n_past, n_head, n_head_kv, 1), KERNEL_F32, f"{isa} vs ref")
+    assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 2)), "1 vs 2 threads"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_get_row_f16(isa):
+    r = rng(9)
+    for n in SIZES:
+        w = r.standard_normal((3, n)).astype(np.float16)
+        assert np.array_equal(K.get_row(isa, w, 2), w[2].astype(np.float32))
+
+
+def test_fp16_conversion_matches_numpy_exhaustively():
+    bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    f = K.fp32_from_fp16(bits)
+    want = bits.view(np.float16).astype(np.float32)
+    assert np.array_equal(np.isnan(f), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.array_equal(f[ok].view(np.uint32), want[ok].view(np.uint32))
+    # float -> half rounding (nearest even), over every half value, the midpoints and random floats
+    r = rng(10)
+    xs = np.concatenate([want[ok], r.standard_normal(200000).astype(np.float32) * 100,
+                         (r.standard_normal(200000) * 1e-5).astype(np.float32),
+                         np.array([65504, 65519.99, 65520, 1e10, -1e10, 2.0 ** -25, 2.0 ** -24 * 1.5], np.float32)])
+    mids = (want[ok][:-1].astype(np.float64) + want[ok][1:].astype(np.float64)) / 2
+    xs = np.concatenate([xs, mids[np.isfinite(mids)].astype(np.float32)])
+    got = K.fp16_from_fp32(xs)
+    with np.errstate(over="ignore"):  # numpy warns on the values that round to inf, as intended
+        want16 = xs.astype(np.float16)
+    assert np.array_equal(got, want16.view(np.uint16))

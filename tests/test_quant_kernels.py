@@ -1,0 +1,124 @@
+"""Block quantizers and quantized matmuls on every ISA this machine runs: quantizers bit-identical to the gguf
+package's numpy quantizers (themselves bit-exact ports of ggml's reference); matmuls against the scalar twin and a
+numpy oracle that repeats the activation quantization and sums the integer products exactly.
+"""
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize, np_roundf, quantize
+
+import pyinfer
+from pyinfer import _ext
+from tolerances import KERNEL_F32, QUANT_ACT_VS_F32, assert_close
+
+K = _ext.kernels
+ISAS = pyinfer.build_info()["isa_available"]
+TYPES = {"q8_0": (8, Q.Q8_0), "q4_0": (2, Q.Q4_0), "q4_1": (3, Q.Q4_1)}
+# (type, max relative RMS round-trip error on N(0, 1) blocks): Q8_0 keeps 8 bits, Q4_x 4 bits
+ROUNDTRIP_RMS = {"q8_0": 0.01, "q4_0": 0.15, "q4_1": 0.12}
+
+
+def awkward_rows(rng, n_rows=41, n=256):
+    """Rows of mixed scales with the edge cases a quantizer must get right."""
+    x = (rng.standard_normal((n_rows, n)) * rng.uniform(1e-3, 30, (n_rows, 1))).astype(np.float32)
+    x[0, :64] = 0                      # all-zero blocks (d = 0)
+    x[1, :32] = 7.0                    # a constant block (q4_1: max == min)
+    x[2, 5] = -np.abs(x[2, :32]).max() * 3  # the largest magnitude is negative
+    x[3, 7] = np.abs(x[3, 32:64]).max()  # ties between + and - extremes
+    x[3, 8] = -x[3, 7]
+    x[4, :32] = np.linspace(-1, 1, 32)  # values landing exactly on rounding midpoints
+    x[5] *= 1e-30                      # subnormal scales in fp16
+    return x
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", TYPES)
+def test_quantizer_bit_exact_with_gguf(isa, name):
+    type_id, qtype = TYPES[name]
+    x = awkward_rows(np.random.default_rng(0))
+    raw = K.quantize(isa, x, type_id)
+    assert raw.dtype == np.uint8
+    assert np.array_equal(raw, quantize(x, qtype)), f"{isa} {name} differs from gguf's quantizer"
+    assert np.array_equal(K.dequantize(isa, raw, type_id, x.shape[1]), dequantize(raw, qtype))
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_roundtrip_error_bound(name):
+    type_id, _ = TYPES[name]
+    x = np.random.default_rng(1).standard_normal((64, 1024)).astype(np.float32)
+    back = K.dequantize("ref", K.quantize("ref", x, type_id), type_id, 1024)
+    rms = np.sqrt(np.mean((back - x) ** 2) / np.mean(x ** 2))
+    assert rms <= ROUNDTRIP_RMS[name], f"{name}: relative RMS error {rms:.4f}"
+
+
+def test_block_sizes_and_bad_rows():
+    for name, size in (("q8_0", 34), ("q4_0", 18), ("q4_1", 20)):
+        assert K.quantize("ref", np.zeros((1, 64), np.float32), TYPES[name][0]).shape == (1, 2 * size)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        K.quantize("ref", np.zeros((1, 40), np.float32), 8)
+    with pytest.raises(ValueError, match="unsupported ggml type"):
+        K.quantize("ref", np.zeros((1, 64), np.float32), 12)
+    with pytest.raises(ValueError, match="bytes"):
+        K.matmul("ref", np.zeros((1, 64), np.float32), (np.zeros((2, 60), np.uint8), 8, 64))
+
+
+def q8a_oracle(x):
+    """The activation quantization the kernels perform, in numpy: (d [T, nb] f32, q [T, K] int)."""
+    T, n = x.shape
+    b = x.reshape(T, n // 32, 32)
+    d = (np.abs(b).max(-1) / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    q = np_roundf(b * inv[..., None]).astype(np.int64)
+    return d, q
+
+
+def quant_matmul_oracle(x, raw, qtype):
+    """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding)."""
+    d_x, q_x = q8a_oracle(x)  # [T, nb], [T, nb, 32]
+    wd = dequantize(raw, qtype).astype(np.float64)  # exact values of the quantized weights
+    xq = q_x * d_x[..., None].astype(np.float64)
+    return xq.reshape(x.shape) @ wd.T
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", TYPES)
+def test_quant_matmul(isa, name):
+    type_id, qtype = TYPES[name]
+    rng = np.random.default_rng(2)
+    for T, N, n_cols in ((1, 1, 32), (1, 9, 64), (2, 13, 96), (3, 64, 256), (5, 70, 1056), (8, 33, 32)):
+        x = rng.standard_normal((T, n_cols)).astype(np.float32)
+        w = rng.standard_normal((N, n_cols)).astype(np.float32)
+        raw = quantize(w, qtype)
+        b = rng.standard_normal(N).astype(np.float32)
+        out = K.matmul(isa, x, (raw, type_id, n_cols), b)
+        want = quant_matmul_oracle(x, raw, qtype) + b
+        assert_close(out, want, KERNEL_F32, f"{isa} {name} T={T} N={N} K={n_cols} vs oracle")
+        assert_close(out, K.matmul("ref", x, (raw, type_id, n_cols), b), KERNEL_F32, f"{isa} {name} vs ref")
+        # and close to the plain f32 product with the dequantized weights (only activation rounding differs)
+        f32 = x.astype(np.float64) @ dequantize(raw, qtype).astype(np.float64).T + b
+        assert_close(out, f32, QUANT_ACT_VS_F32, f"{isa} {name} vs dequantized f32 matmul")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", TYPES)
+def test_quant_matmul_rows_independent_of_batch_and_threads(isa, name):
+    type_id, qtype = TYPES[name]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 320)).astype(np.float32)
+    w = (raw := quantize(rng.standard_normal((150, 320)).astype(np.float32), qtype), type_id, 320)
+    full = K.matmul(isa, x, w, None, 1)
+    assert np.array_equal(full, K.matmul(isa, x, w, None, 2)), "1 vs 2 threads"
+    for t in range(7):
+        assert np.array_equal(K.matmul(isa, x[t:t + 1].copy(), w), full[t:t + 1]), "decode row vs prefill row"
+    assert raw.flags.c_contiguous
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", TYPES)
+def test_get_row_dequantizes(isa, name):
+    type_id, qtype = TYPES[name]
+    w = np.random.default_rng(4).standard_normal((5, 96)).astype(np.float32)
+    raw = quantize(w, qtype)
+    for r in range(5):
+        assert np.array_equal(K.get_row(isa, (raw, type_id, 96), r), dequantize(raw, qtype)[r])
