@@ -145,5 +145,82 @@ def load_gpt2(folder, dtype: str | None = None):
     return hp, tensors
 
 
+def _rope_theta(cfg: dict, where) -> float:
+    """rope_theta from config.json (transformers 5 nests it in rope_parameters); scaled RoPE is refused."""
+    params = cfg.get("rope_parameters") or {}
+    scaling = cfg.get("rope_scaling") or params
+    kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
+    if kind not in (None, "default"):
+        raise ValueError(f"{where}: rope scaling {kind!r} is not supported")
+    return float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
+def load_llama(folder, dtype: str | None = None):
+    """(hparams, tensors) of a HF LlamaForCausalLM folder (nn.Linear weights are [out, in]: no transposes)."""
+    folder = Path(folder)
+    cfg = read_config(folder)
+    where = folder / "config.json"
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{where}: hidden_act {cfg.get('hidden_act')!r} is not supported (llama uses silu)")
+    if cfg.get("mlp_bias"):
+        raise ValueError(f"{where}: mlp_bias is not supported")
+    C, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+    Hkv = int(cfg.get("num_key_value_heads") or H)
+    hd = int(cfg.get("head_dim") or C // H)
+    hp = dict(n_vocab=int(cfg["vocab_size"]), n_ctx_train=int(cfg.get("max_position_embeddings", 2048)), n_embd=C,
+              n_head=H, n_head_kv=Hkv, head_dim=hd, n_layer=int(cfg["num_hidden_layers"]),
+              n_ff=int(cfg["intermediate_size"]), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+              rope_base=_rope_theta(cfg, where), n_rot=hd, rope_neox=True)
+    V, F = hp["n_vocab"], hp["n_ff"]
+    raw = read_checkpoint_tensors(folder)
+    problems, tensors = [], {}
+
+    def take(src, dst, shape, matrix=True, required=True):
+        a = raw.get(src)
+        if a is None:
+            if required:
+                problems.append(f"missing tensor '{src}'")
+            return
+        if tuple(a.shape) != tuple(shape):
+            problems.append(f"tensor '{src}': expected shape {tuple(shape)}, got {tuple(a.shape)}")
+            return
+        tensors[dst] = _convert(a, dtype, matrix)
+
+    take("model.embed_tokens.weight", "token_embd.weight", (V, C))
+    for i in range(hp["n_layer"]):
+        h, b = f"model.layers.{i}.", f"blk.{i}."
+        take(h + "input_layernorm.weight", b + "attn_norm.weight", (C,), matrix=False)
+        take(h + "post_attention_layernorm.weight", b + "ffn_norm.weight", (C,), matrix=False)
+        for src, dst, n_out, n_in in (("self_attn.q_proj", "attn_q", H * hd, C), ("self_attn.k_proj", "attn_k", Hkv * hd, C),
+                                      ("self_attn.v_proj", "attn_v", Hkv * hd, C), ("self_attn.o_proj", "attn_output", C, H * hd),
+                                      ("mlp.gate_proj", "ffn_gate", F, C), ("mlp.up_proj", "ffn_up", F, C),
+                                      ("mlp.down_proj", "ffn_down", C, F)):
+            take(h + src + ".weight", b + dst + ".weight", (n_out, n_in))
+            if src.startswith("self_attn"):
+                take(h + src + ".bias", b + dst + ".bias", (n_out,), matrix=False, required=False)
+    take("model.norm.weight", "output_norm.weight", (C,), matrix=False)
+    if not cfg.get("tie_word_embeddings", False):
+        take("lm_head.weight", "output.weight", (V, C))
+    if problems:
+        raise ValueError(f"{folder}: {len(problems)} problem(s) with the checkpoint's tensors (config says "
+                         f"n_layer={hp['n_layer']}, hidden_size={C}, vocab_size={V}):\n  - " + "\n  - ".join(problems))
+    return hp, tensors
+
+
+# model_type in config.json -> (our architecture name, loader)
+LOADERS = {"gpt2": ("gpt2", load_gpt2), "llama": ("llama", load_llama)}
+
+
+def load_hf(folder, dtype: str | None = None):
+    """(arch, hparams, tensors) of a supported HF folder; an unsupported model_type is named in the error."""
+    cfg = read_config(Path(folder))
+    mt = cfg.get("model_type")
+    if mt not in LOADERS:
+        raise ValueError(f"{folder}/config.json: model_type {mt!r} is not supported (supported: {', '.join(LOADERS)})")
+    arch, loader = LOADERS[mt]
+    hp, tensors = loader(folder, dtype=dtype)
+    return arch, hp, tensors
+
+
 def is_hf_folder(path) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))

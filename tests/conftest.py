@@ -89,3 +89,43 @@ def gpt2_small(make_gpt2):
 def gpt2_f16(make_gpt2):
     """gpt2_small's weights rounded to float16 and saved as such."""
     return make_gpt2(dtype="float16")
+
+
+def build_llama(folder, n_layer=2, n_embd=96, n_head=6, n_head_kv=2, n_ff=160, n_positions=256, seed=0, tie=True,
+                rope_theta=10000.0, init_range=INIT_RANGE):
+    """Write a random-weight HF LlamaForCausalLM (GQA when n_head_kv < n_head) with GPT-2's tokenizer files
+    (n_vocab 50257) and return its path. RMSNorm gains are randomised around 1."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from assets import gpt2_tokenizer_files
+
+    config = LlamaConfig(vocab_size=50257, hidden_size=n_embd, intermediate_size=n_ff, num_hidden_layers=n_layer,
+                         num_attention_heads=n_head, num_key_value_heads=n_head_kv, max_position_embeddings=n_positions,
+                         rope_theta=rope_theta, tie_word_embeddings=tie, initializer_range=init_range,
+                         bos_token_id=50256, eos_token_id=50256)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(folder)
+    gpt2_tokenizer_files(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_llama(tmp_path_factory):
+    """Factory like make_gpt2 for random HF Llama folders: make_llama(n_layer=2, ..., tie=True) -> Path."""
+    cache = {}
+
+    def make(**kwargs):
+        key = tuple(sorted(kwargs.items()))
+        if key not in cache:
+            folder = tmp_path_factory.mktemp("llama", numbered=True)
+            cache[key] = build_llama(folder, **kwargs)
+        return cache[key]
+
+    return make

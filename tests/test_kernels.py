@@ -196,3 +196,63 @@ def test_fp16_conversion_matches_numpy_exhaustively():
     with np.errstate(over="ignore"):  # numpy warns on the values that round to inf, as intended
         want16 = xs.astype(np.float16)
     assert np.array_equal(got, want16.view(np.uint16))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_rmsnorm(isa):
+    r = rng(11)
+    for c in [s for s in SIZES if s > 0]:
+        x = (r.standard_normal((3, c)) * 3).astype(np.float32)
+        g = r.standard_normal(c).astype(np.float32)
+        xd = x.astype(np.float64)
+        want = xd / np.sqrt((xd ** 2).mean(1, keepdims=True) + 1e-6) * g
+        out = K.rmsnorm(isa, misaligned(x), g, 1e-6)
+        assert_close(out, want, KERNEL_F32, f"{isa} rmsnorm C={c}")
+        assert_close(out, K.rmsnorm("ref", x, g, 1e-6), KERNEL_F32, f"{isa} rmsnorm vs ref C={c}")
+
+
+def rope_np(x, n_heads, n_rot, pos, base, neox):
+    T, hd = x.shape[0], x.shape[1] // n_heads
+    out = x.astype(np.float64).copy()
+    theta = pos[:, None] * base ** (-np.arange(0, n_rot, 2) / n_rot)[None, :]  # [T, n_rot/2]
+    c, s = np.cos(theta), np.sin(theta)
+    for h in range(n_heads):
+        v = out[:, h * hd:(h + 1) * hd]
+        a = np.arange(n_rot // 2) if neox else 2 * np.arange(n_rot // 2)
+        b = a + n_rot // 2 if neox else a + 1
+        x0, x1 = v[:, a].copy(), v[:, b].copy()
+        v[:, a] = x0 * c - x1 * s
+        v[:, b] = x0 * s + x1 * c
+    return out, np.stack([c, s], -1).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize("n_heads,hd,n_rot", [(1, 2, 2), (3, 64, 64), (2, 96, 32), (4, 34, 34)])
+def test_rope(isa, neox, n_heads, hd, n_rot):
+    r = rng(12)
+    x = r.standard_normal((5, n_heads * hd)).astype(np.float32)
+    pos = np.array([0, 1, 17, 300, 4095], np.float64)
+    want, cs = rope_np(x, n_heads, n_rot, pos, 10000.0, neox)
+    out = K.rope(isa, x, n_heads, n_rot, cs, neox)
+    assert_close(out, want, KERNEL_F32, f"{isa} rope")
+    assert_close(out, K.rope("ref", x, n_heads, n_rot, cs, neox), KERNEL_F32, f"{isa} rope vs ref")
+    # the dims beyond n_rot pass through untouched
+    for h in range(n_heads):
+        assert np.array_equal(out[:, h * hd + n_rot:(h + 1) * hd], x[:, h * hd + n_rot:(h + 1) * hd])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_silu_mul(isa):
+    r = rng(13)
+    for n in SIZES:
+        g = misaligned((r.standard_normal(n) * 5).astype(np.float32))
+        u = r.standard_normal(n).astype(np.float32)
+        gd = g.astype(np.float64)
+        want = gd / (1 + np.exp(-gd)) * u
+        out = K.silu_mul(isa, g, u)
+        assert_close(out, want, KERNEL_F32, f"{isa} silu_mul n={n}")
+        assert_close(out, K.silu_mul("ref", g, u), KERNEL_F32, f"{isa} silu_mul vs ref n={n}")
+    big = np.array([-1e4, -100, -20, 0, 20, 100, 1e4], np.float32)
+    out = K.silu_mul(isa, big, np.ones(7, np.float32))
+    assert np.all(np.isfinite(out)) and out[0] == 0 and out[-1] == 1e4

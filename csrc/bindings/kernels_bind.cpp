@@ -172,6 +172,46 @@ static py::array_t<float> dequantize_py(const std::string& isa, const py::array&
     return out;
 }
 
+static py::array_t<float> rmsnorm_py(const std::string& isa, const py::array& x, const py::array& g, float eps) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    checked<float>(g, "g", 1);
+    const int64_t T = x.shape(0), C = x.shape(1);
+    check_arg(g.shape(0) == C, "g must have x.shape[1] elements");
+    py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)C});
+    K.rmsnorm(out.mutable_data(), static_cast<const float*>(x.data()), static_cast<const float*>(g.data()), T, C, eps);
+    return out;
+}
+
+// x (T, n_heads * hd); cos_sin (T, n_rot/2, 2) -> rotated copy
+static py::array_t<float> rope_py(const std::string& isa, const py::array& x, int64_t n_heads, int64_t n_rot,
+                                  const py::array& cos_sin, bool neox) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    checked<float>(cos_sin, "cos_sin", 3);
+    const int64_t T = x.shape(0);
+    check_arg(n_heads > 0 && x.shape(1) % n_heads == 0, "x.shape[1] must be a multiple of n_heads");
+    const int64_t hd = x.shape(1) / n_heads;
+    check_arg(n_rot > 0 && n_rot % 2 == 0 && n_rot <= hd, "n_rot must be even, positive and <= head_dim");
+    check_arg(cos_sin.shape(0) == T && cos_sin.shape(1) == n_rot / 2 && cos_sin.shape(2) == 2,
+              "cos_sin must have shape (T, n_rot/2, 2)");
+    py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)x.shape(1)});
+    std::memcpy(out.mutable_data(), x.data(), T * x.shape(1) * sizeof(float));
+    K.rope(out.mutable_data(), T, n_heads, hd, x.shape(1), n_rot, static_cast<const float*>(cos_sin.data()), neox);
+    return out;
+}
+
+static py::array_t<float> silu_mul_py(const std::string& isa, const py::array& g, const py::array& u) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(g, "g", 1);
+    checked<float>(u, "u", 1);
+    check_arg(g.shape(0) == u.shape(0), "g and u must have the same length");
+    py::array_t<float> out(g.shape(0));
+    std::memcpy(out.mutable_data(), g.data(), g.shape(0) * sizeof(float));
+    K.silu_mul(out.mutable_data(), static_cast<const float*>(u.data()), g.shape(0));
+    return out;
+}
+
 void register_kernels(py::module_& m) {
     py::module_ k = m.def_submodule("kernels", "single kernels by ISA name, for tests and benchmarks");
     k.def("matmul", &matmul_py, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
@@ -183,6 +223,10 @@ void register_kernels(py::module_& m) {
     k.def("get_row", &get_row_py, py::arg("isa"), py::arg("w"), py::arg("row"));
     k.def("layernorm", &layernorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("b") = py::none(),
           py::arg("eps") = 1e-5f);
+    k.def("rmsnorm", &rmsnorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("eps") = 1e-5f);
+    k.def("rope", &rope_py, py::arg("isa"), py::arg("x"), py::arg("n_heads"), py::arg("n_rot"), py::arg("cos_sin"),
+          py::arg("neox"));
+    k.def("silu_mul", &silu_mul_py, py::arg("isa"), py::arg("g"), py::arg("u"));
     k.def("gelu_tanh", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "gelu"); });
     k.def("softmax", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "softmax"); });
     k.def("add", &add_py);

@@ -62,8 +62,12 @@ class PyContext {
 public:
     PyContext(const std::string& arch, const py::dict& hp, const py::dict& tensors, int64_t n_ctx, int n_threads)
         : tensors_(tensors) {
-        check_arg(arch == "gpt2", "unsupported architecture '" + arch + "' (supported: gpt2)");
-        cfg_.arch = Arch::GPT2;
+        if (arch == "gpt2")
+            cfg_.arch = Arch::GPT2;
+        else if (arch == "llama")
+            cfg_.arch = Arch::LLAMA;
+        else
+            throw std::invalid_argument("unsupported architecture '" + arch + "' (supported: gpt2, llama)");
         cfg_.n_vocab = get_int(hp, "n_vocab");
         cfg_.n_ctx_train = get_int(hp, "n_ctx_train");
         cfg_.n_embd = get_int(hp, "n_embd");
@@ -71,36 +75,58 @@ public:
         cfg_.n_head_kv = hp.contains("n_head_kv") ? get_int(hp, "n_head_kv") : cfg_.n_head;
         cfg_.n_layer = get_int(hp, "n_layer");
         cfg_.n_ff = get_int(hp, "n_ff");
+        cfg_.n_embd_head = hp.contains("head_dim") ? get_int(hp, "head_dim") : 0;
         cfg_.norm_eps = hp.contains("norm_eps") ? hp["norm_eps"].cast<float>() : 1e-5f;
-        check_arg(cfg_.n_vocab > 0 && cfg_.n_embd > 0 && cfg_.n_head > 0 && cfg_.n_layer > 0 && cfg_.n_ff > 0 &&
-                      cfg_.n_ctx_train > 0,
+        cfg_.rope_base = hp.contains("rope_base") ? hp["rope_base"].cast<float>() : 10000.0f;
+        cfg_.n_rot = hp.contains("n_rot") ? get_int(hp, "n_rot") : 0;
+        cfg_.rope_neox = hp.contains("rope_neox") ? hp["rope_neox"].cast<bool>() : false;
+        check_arg(cfg_.n_vocab > 0 && cfg_.n_embd > 0 && cfg_.n_head > 0 && cfg_.n_head_kv > 0 && cfg_.n_layer > 0 &&
+                      cfg_.n_ff > 0 && cfg_.n_ctx_train > 0 && cfg_.n_embd_head >= 0,
                   "hyperparameters must be positive");
-        check_arg(cfg_.n_embd % cfg_.n_head == 0, "n_embd must be a multiple of n_head");
-        check_arg(cfg_.n_head_kv == cfg_.n_head, "gpt2 has n_head_kv == n_head");
+        check_arg(cfg_.n_embd_head > 0 || cfg_.n_embd % cfg_.n_head == 0, "n_embd must be a multiple of n_head");
+        check_arg(cfg_.n_head % cfg_.n_head_kv == 0, "n_head must be a multiple of n_head_kv");
+        const int64_t hd = cfg_.head_dim();
+        check_arg(cfg_.n_rot >= 0 && cfg_.n_rot <= hd && cfg_.n_rot % 2 == 0, "n_rot must be even and <= head_dim");
+        if (cfg_.arch == Arch::GPT2)
+            check_arg(cfg_.n_head_kv == cfg_.n_head && hd * cfg_.n_head == cfg_.n_embd,
+                      "gpt2 has n_head_kv == n_head and head_dim * n_head == n_embd");
 
         const int64_t C = cfg_.n_embd, V = cfg_.n_vocab, F = cfg_.n_ff;
+        const int64_t q_dim = cfg_.n_head * hd, kv_dim = cfg_.n_head_kv * hd;
+        const bool gpt2 = cfg_.arch == Arch::GPT2;
         TensorBinder b{tensors, {}};
         w_.tok_embd = b.mat("token_embd.weight", V, C);
-        w_.pos_embd = b.mat("position_embd.weight", cfg_.n_ctx_train, C);
+        if (gpt2) w_.pos_embd = b.mat("position_embd.weight", cfg_.n_ctx_train, C);
         w_.layers.resize(cfg_.n_layer);
         for (int64_t i = 0; i < cfg_.n_layer; i++) {
             const std::string p = "blk." + std::to_string(i) + ".";
             LayerWeights& L = w_.layers[i];
             L.attn_norm = b.vec(p + "attn_norm.weight", C);
-            L.attn_norm_b = b.vec(p + "attn_norm.bias", C);
-            L.attn_qkv = b.mat(p + "attn_qkv.weight", 3 * C, C);
-            L.attn_qkv_b = b.vec(p + "attn_qkv.bias", 3 * C);
-            L.attn_out = b.mat(p + "attn_output.weight", C, C);
-            L.attn_out_b = b.vec(p + "attn_output.bias", C);
             L.ffn_norm = b.vec(p + "ffn_norm.weight", C);
-            L.ffn_norm_b = b.vec(p + "ffn_norm.bias", C);
+            L.attn_out = b.mat(p + "attn_output.weight", C, q_dim);
             L.ffn_up = b.mat(p + "ffn_up.weight", F, C);
-            L.ffn_up_b = b.vec(p + "ffn_up.bias", F);
             L.ffn_down = b.mat(p + "ffn_down.weight", C, F);
-            L.ffn_down_b = b.vec(p + "ffn_down.bias", C);
+            if (gpt2) {
+                L.attn_norm_b = b.vec(p + "attn_norm.bias", C);
+                L.ffn_norm_b = b.vec(p + "ffn_norm.bias", C);
+                L.attn_qkv = b.mat(p + "attn_qkv.weight", 3 * C, C);
+                L.attn_qkv_b = b.vec(p + "attn_qkv.bias", 3 * C);
+                L.attn_out_b = b.vec(p + "attn_output.bias", C);
+                L.ffn_up_b = b.vec(p + "ffn_up.bias", F);
+                L.ffn_down_b = b.vec(p + "ffn_down.bias", C);
+            } else {
+                L.attn_q = b.mat(p + "attn_q.weight", q_dim, C);
+                L.attn_k = b.mat(p + "attn_k.weight", kv_dim, C);
+                L.attn_v = b.mat(p + "attn_v.weight", kv_dim, C);
+                L.attn_q_b = b.vec(p + "attn_q.bias", q_dim, /*required=*/false);
+                L.attn_k_b = b.vec(p + "attn_k.bias", kv_dim, false);
+                L.attn_v_b = b.vec(p + "attn_v.bias", kv_dim, false);
+                L.attn_out_b = b.vec(p + "attn_output.bias", C, false);
+                L.ffn_gate = b.mat(p + "ffn_gate.weight", F, C);
+            }
         }
         w_.out_norm = b.vec("output_norm.weight", C);
-        w_.out_norm_b = b.vec("output_norm.bias", C);
+        if (gpt2) w_.out_norm_b = b.vec("output_norm.bias", C);
         w_.output = b.mat("output.weight", V, C, /*required=*/false);
         if (w_.output.empty()) w_.output = w_.tok_embd;  // tied LM head
         if (!b.problems.empty()) {

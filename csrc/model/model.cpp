@@ -1,9 +1,11 @@
-// GPT-2 forward pass: learned positions, pre-LayerNorm blocks, fused QKV, GELU-tanh MLP, tied LM head.
-// One call runs every layer for a batch of tokens and updates the KV cache; threads come from OpenMP.
+// The forward pass of each architecture over a batch of tokens, updating the KV cache:
+//   gpt2:  learned positions, pre-LayerNorm blocks, fused QKV, GELU-tanh MLP, tied LM head.
+//   llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU MLP, LM head tied or not.
+// One call runs every layer; threads come from OpenMP inside the kernels.
 #include "model.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -44,21 +46,21 @@ void Context::set_n_threads(int n) {
 
 void Context::reserve(int64_t n) {
     if (n <= cap_) return;
-    const int64_t C = cfg_.n_embd, F = cfg_.n_ff;
+    const int64_t C = cfg_.n_embd, F = cfg_.n_ff, Hd = cfg_.n_head * cfg_.head_dim();
     x_.resize(n * C);
-    h_.resize(n * C);
-    qkv_.resize(n * 3 * C);
-    q_.resize(n * C);
-    att_.resize(n * C);
+    h_.resize(n * std::max(C, Hd));
+    qkv_.resize(cfg_.arch == Arch::GPT2 ? n * 3 * C : 0);
+    q_.resize(n * Hd);
+    att_.resize(n * Hd);
     ff_.resize(n * F);
+    ff2_.resize(cfg_.arch == Arch::LLAMA ? n * F : 0);
+    rope_cs_.resize(cfg_.arch == Arch::LLAMA ? n * cfg_.head_dim() : 0);
     size_t q = 0;
     auto need = [&](const Tensor& t) { q = std::max(q, matmul_scratch_bytes(t, n)); };
-    for (const LayerWeights& L : w_.layers) {
-        need(L.attn_qkv);
-        need(L.attn_out);
-        need(L.ffn_up);
-        need(L.ffn_down);
-    }
+    for (const LayerWeights& L : w_.layers)
+        for (const Tensor* t : {&L.attn_qkv, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_gate, &L.ffn_up,
+                                &L.ffn_down})
+            if (!t->empty()) need(*t);
     need(w_.output);
     mm_scratch_.resize(q);
     cap_ = n;
@@ -78,16 +80,32 @@ void Context::eval(const int32_t* tokens, int64_t n, bool all_logits, float* log
     omp_set_num_threads(n_threads_);
 #endif
     reserve(n);
-    forward_gpt2(tokens, n, all_logits, logits);
+    att_scratch_.resize((size_t)n_threads_ * (n_past_ + n));
+    if (cfg_.arch == Arch::GPT2)
+        forward_gpt2(tokens, n);
+    else
+        forward_llama(tokens, n);
+    lm_head(n, all_logits, logits);
     n_past_ += n;
 }
 
-void Context::forward_gpt2(const int32_t* tokens, int64_t T, bool all_logits, float* logits) {
+// final norm and LM head over the rows we return: x (T, C) -> logits (rows, n_vocab)
+void Context::lm_head(int64_t T, bool all_logits, float* logits) {
+    const Kernels& K = *k_;
+    const int64_t C = cfg_.n_embd, first = all_logits ? 0 : T - 1, rows = T - first;
+    if (cfg_.arch == Arch::GPT2)
+        K.layernorm(h_.data(), x_.data() + first * C, w_.out_norm, w_.out_norm_b, rows, C, cfg_.norm_eps);
+    else
+        K.rmsnorm(h_.data(), x_.data() + first * C, w_.out_norm, rows, C, cfg_.norm_eps);
+    K.matmul(logits, h_.data(), w_.output, nullptr, rows, mm_scratch_.data());
+}
+
+void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
     const Kernels& K = *k_;
     const int64_t C = cfg_.n_embd, H = cfg_.n_head, hd = cfg_.head_dim();
     const int64_t kv_dim = cfg_.n_head_kv * hd;
     float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *q = q_.data(), *att = att_.data(), *ff = ff_.data();
-    att_scratch_.resize((size_t)n_threads_ * (n_past_ + T));
+    void* qs = mm_scratch_.data();
 
     // token + position embeddings: x (T, C)
     for (int64_t t = 0; t < T; t++) {
@@ -101,27 +119,67 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T, bool all_logits, fl
         float* kc = k_cache_.data() + (size_t)l * n_ctx_ * kv_dim;  // (n_ctx, kv_dim)
         float* vc = v_cache_.data() + (size_t)l * n_ctx_ * kv_dim;
         // attention block
-        K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);   // (T, C)
-        K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T, mm_scratch_.data());                        // (T, C) -> (T, 3C)
-        for (int64_t t = 0; t < T; t++) {                                     // split into q and the cache
+        K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);  // (T, C)
+        K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T, qs);                   // (T, C) -> (T, 3C)
+        for (int64_t t = 0; t < T; t++) {                                    // split into q and the cache
             std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
             std::memcpy(kc + (n_past_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
             std::memcpy(vc + (n_past_ + t) * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
         }
         K.attention(att, q, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim, scale);
-        K.matmul(h, att, L.attn_out, L.attn_out_b, T, mm_scratch_.data());  // (T, C) -> (T, C)
+        K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, C) -> (T, C)
         K.add(x, x, h, T * C);
         // MLP block
         K.layernorm(h, x, L.ffn_norm, L.ffn_norm_b, T, C, cfg_.norm_eps);
-        K.matmul(ff, h, L.ffn_up, L.ffn_up_b, T, mm_scratch_.data());  // (T, C) -> (T, n_ff)
+        K.matmul(ff, h, L.ffn_up, L.ffn_up_b, T, qs);  // (T, C) -> (T, n_ff)
         K.gelu_tanh(ff, T * cfg_.n_ff);
-        K.matmul(h, ff, L.ffn_down, L.ffn_down_b, T, mm_scratch_.data());  // (T, n_ff) -> (T, C)
+        K.matmul(h, ff, L.ffn_down, L.ffn_down_b, T, qs);  // (T, n_ff) -> (T, C)
         K.add(x, x, h, T * C);
     }
-    // final norm and LM head: only the rows we return
-    const int64_t first = all_logits ? 0 : T - 1, rows = T - first;
-    K.layernorm(h, x + first * C, w_.out_norm, w_.out_norm_b, rows, C, cfg_.norm_eps);
-    K.matmul(logits, h, w_.output, nullptr, rows, mm_scratch_.data());  // (rows, C) -> (rows, n_vocab)
+}
+
+void Context::forward_llama(const int32_t* tokens, int64_t T) {
+    const Kernels& K = *k_;
+    const int64_t C = cfg_.n_embd, H = cfg_.n_head, Hkv = cfg_.n_head_kv, hd = cfg_.head_dim();
+    const int64_t q_dim = H * hd, kv_dim = Hkv * hd, F = cfg_.n_ff;
+    const int64_t n_rot = cfg_.n_rot ? cfg_.n_rot : hd;
+    float *x = x_.data(), *h = h_.data(), *q = q_.data(), *att = att_.data(), *g = ff_.data(), *u = ff2_.data();
+    void* qs = mm_scratch_.data();
+
+    for (int64_t t = 0; t < T; t++) K.get_row(x + t * C, w_.tok_embd, tokens[t]);  // x (T, C)
+    // cos/sin of pos * base^(-2i/n_rot) for the new positions, shared by every layer: (T, n_rot/2, 2)
+    float* cs = rope_cs_.data();
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < n_rot / 2; i++) {
+            const double theta = (double)(n_past_ + t) * std::pow((double)cfg_.rope_base, -2.0 * i / (double)n_rot);
+            cs[(t * (n_rot / 2) + i) * 2] = (float)std::cos(theta);
+            cs[(t * (n_rot / 2) + i) * 2 + 1] = (float)std::sin(theta);
+        }
+    const float scale = 1.0f / std::sqrt((float)hd);
+    for (int64_t l = 0; l < cfg_.n_layer; l++) {
+        const LayerWeights& L = w_.layers[l];
+        float* kc = k_cache_.data() + (size_t)l * n_ctx_ * kv_dim;  // (n_ctx, kv_dim)
+        float* vc = v_cache_.data() + (size_t)l * n_ctx_ * kv_dim;
+        float* k_new = kc + n_past_ * kv_dim;  // (T, kv_dim): written straight into the cache
+        float* v_new = vc + n_past_ * kv_dim;
+        // attention block
+        K.rmsnorm(h, x, L.attn_norm, T, C, cfg_.norm_eps);  // (T, C)
+        K.matmul(q, h, L.attn_q, L.attn_q_b, T, qs);          // (T, C) -> (T, H hd)
+        K.matmul(k_new, h, L.attn_k, L.attn_k_b, T, qs);      // (T, C) -> (T, Hkv hd)
+        K.matmul(v_new, h, L.attn_v, L.attn_v_b, T, qs);      // (T, C) -> (T, Hkv hd)
+        K.rope(q, T, H, hd, q_dim, n_rot, cs, cfg_.rope_neox);
+        K.rope(k_new, T, Hkv, hd, kv_dim, n_rot, cs, cfg_.rope_neox);
+        K.attention(att, q, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim, scale);  // (T, H hd)
+        K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, H hd) -> (T, C)
+        K.add(x, x, h, T * C);
+        // SwiGLU MLP block
+        K.rmsnorm(h, x, L.ffn_norm, T, C, cfg_.norm_eps);
+        K.matmul(g, h, L.ffn_gate, nullptr, T, qs);  // (T, C) -> (T, F)
+        K.matmul(u, h, L.ffn_up, nullptr, T, qs);    // (T, C) -> (T, F)
+        K.silu_mul(g, u, T * F);
+        K.matmul(h, g, L.ffn_down, nullptr, T, qs);  // (T, F) -> (T, C)
+        K.add(x, x, h, T * C);
+    }
 }
 
 }  // namespace pyinfer

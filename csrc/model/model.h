@@ -10,22 +10,29 @@
 
 namespace pyinfer {
 
-enum class Arch : int { GPT2 = 0 };
+enum class Arch : int { GPT2 = 0, LLAMA = 1 };
 
 struct ModelConfig {
     Arch arch = Arch::GPT2;
     int64_t n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_head = 0, n_head_kv = 0, n_layer = 0, n_ff = 0;
-    float norm_eps = 1e-5f;
-    int64_t head_dim() const { return n_embd / n_head; }
+    int64_t n_embd_head = 0;  // head_dim; 0 -> n_embd / n_head
+    float norm_eps = 1e-5f;    // LayerNorm (gpt2) or RMSNorm (llama) epsilon
+    float rope_base = 10000.0f;
+    int64_t n_rot = 0;         // rotary dims per head; 0 -> head_dim
+    bool rope_neox = false;    // true: rotate (i, i + n_rot/2) pairs (HF layout); false: adjacent pairs (GGUF)
+    int64_t head_dim() const { return n_embd_head ? n_embd_head : n_embd / n_head; }
 };
 
 struct LayerWeights {
-    const float *attn_norm = nullptr, *attn_norm_b = nullptr;  // (n_embd)
-    Tensor attn_qkv;                                            // (3 n_embd, n_embd)
-    const float* attn_qkv_b = nullptr;                          // (3 n_embd)
-    Tensor attn_out;                                            // (n_embd, n_embd)
+    const float *attn_norm = nullptr, *attn_norm_b = nullptr;  // (n_embd); no bias for RMSNorm
+    Tensor attn_qkv;                                            // gpt2: (3 n_embd, n_embd)
+    const float* attn_qkv_b = nullptr;                          // gpt2: (3 n_embd)
+    Tensor attn_q, attn_k, attn_v;                              // llama: (n_head hd | n_head_kv hd, n_embd)
+    const float *attn_q_b = nullptr, *attn_k_b = nullptr, *attn_v_b = nullptr;  // optional (Qwen2-style)
+    Tensor attn_out;                                            // (n_embd, n_head hd)
     const float* attn_out_b = nullptr;                          // (n_embd)
     const float *ffn_norm = nullptr, *ffn_norm_b = nullptr;     // (n_embd)
+    Tensor ffn_gate;                                            // llama: (n_ff, n_embd)
     Tensor ffn_up;                                              // (n_ff, n_embd)
     const float* ffn_up_b = nullptr;                            // (n_ff)
     Tensor ffn_down;                                            // (n_embd, n_ff)
@@ -34,7 +41,7 @@ struct LayerWeights {
 
 struct ModelWeights {
     Tensor tok_embd;                                         // (n_vocab, n_embd)
-    Tensor pos_embd;                                         // (n_ctx_train, n_embd)
+    Tensor pos_embd;                                         // gpt2: (n_ctx_train, n_embd)
     std::vector<LayerWeights> layers;                        // (n_layer)
     const float *out_norm = nullptr, *out_norm_b = nullptr;  // (n_embd)
     Tensor output;                                           // (n_vocab, n_embd); == tok_embd when tied
@@ -58,7 +65,9 @@ public:
     const ModelConfig& config() const { return cfg_; }
 
 private:
-    void forward_gpt2(const int32_t* tokens, int64_t n, bool all_logits, float* logits);
+    void forward_gpt2(const int32_t* tokens, int64_t n);
+    void forward_llama(const int32_t* tokens, int64_t n);
+    void lm_head(int64_t n, bool all_logits, float* logits);
     void reserve(int64_t n);
 
     ModelConfig cfg_;
@@ -69,7 +78,7 @@ private:
     std::vector<float> k_cache_, v_cache_;  // (n_layer, n_ctx, n_head_kv * head_dim)
     // scratch, sized for the largest batch seen
     int64_t cap_ = 0;
-    std::vector<float> x_, h_, qkv_, q_, att_, ff_, att_scratch_;
+    std::vector<float> x_, h_, qkv_, q_, att_, ff_, ff2_, rope_cs_, att_scratch_;
     std::vector<uint8_t> mm_scratch_;  // quantized activations for matmul
 };
 

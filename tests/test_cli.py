@@ -1,0 +1,160 @@
+"""`pyinfer` as a user runs it: `python -m pyinfer.cli run ...` in a subprocess on a random-weight GPT-2. stdout
+holds exactly the generated text (== the Python API's), timings go to stderr, errors are one `error:` line with a
+non-zero exit and no traceback. Ctrl-C is exercised in-process with a model whose eval raises KeyboardInterrupt.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pyinfer
+
+PROMPT = "Once upon a time"
+
+
+def run_cli(*args, timeout=300):
+    """(exit code, stdout, stderr) of `python -m pyinfer.cli ARGS`, using the same pyinfer as this process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyinfer.__file__)))
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    r = subprocess.run([sys.executable, "-m", "pyinfer.cli", *map(str, args)], capture_output=True, env=env,
+                       timeout=timeout)
+    # bytes -> str by hand: text=True would turn a generated "\r" into "\n"
+    return r.returncode, r.stdout.decode("utf-8"), r.stderr.decode("utf-8")
+
+
+def assert_one_line_error(rc, out, err, expect_rc=None):
+    assert rc != 0 if expect_rc is None else rc == expect_rc, (rc, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert out == ""
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(gpt2_small):
+    return pyinfer.load(gpt2_small)
+
+
+def test_greedy_stdout_is_the_api_text_and_timings_go_to_stderr(gpt2_small, model):
+    rc, out, err = run_cli("run", "-m", gpt2_small, "-p", PROMPT, "-n", 16, "--temp", 0)
+    assert rc == 0, err
+    assert out == model.generate(PROMPT, max_tokens=16, temperature=0)
+    assert len(out) > 0
+    assert "tokens per second" in err and "prompt eval time" in err and "load time" in err
+    assert "tokens per second" not in out and "load time" not in out
+    assert "Traceback" not in err
+
+
+def test_prompt_file(gpt2_small, model, tmp_path):
+    f = tmp_path / "prompt.txt"
+    f.write_text(PROMPT + "\n", encoding="utf-8")  # one trailing newline is dropped, as in llama.cpp
+    rc, out, err = run_cli("run", "-m", gpt2_small, "-f", f, "-n", 12, "--temp", 0)
+    assert rc == 0, err
+    assert out == model.generate(PROMPT, max_tokens=12, temperature=0)
+
+
+def test_seed_reproducible_and_equal_to_the_api(gpt2_small, model):
+    args = ("run", "-m", gpt2_small, "-p", PROMPT, "-n", 12, "--temp", 0.8, "--top-k", 40, "--top-p", 0.95)
+    rc1, out1, err1 = run_cli(*args, "-s", 7)
+    rc2, out2, _ = run_cli(*args, "-s", 7)
+    rc3, out3, _ = run_cli(*args, "-s", 8)
+    assert rc1 == rc2 == rc3 == 0, err1
+    assert out1 == out2 != out3
+    assert out1 == model.generate(PROMPT, max_tokens=12, temperature=0.8, top_k=40, top_p=0.95, seed=7)
+    assert "seed = 7" in err1
+
+
+def test_long_flag_forms(gpt2_small, model):
+    rc, out, err = run_cli("run", "--model", gpt2_small, "--prompt", PROMPT, "--n-predict", 6, "--temp", 0,
+                           "--threads", 1, "--ctx-size", 64, "--seed", 1, "--dtype", "f32")
+    assert rc == 0, err
+    assert out == model.generate(PROMPT, max_tokens=6, temperature=0)
+
+
+def test_n_predict_zero_prints_nothing(gpt2_small):
+    rc, out, err = run_cli("run", "-m", gpt2_small, "-p", PROMPT, "-n", 0)
+    assert rc == 0, err
+    assert out == ""
+
+
+def test_missing_model_is_one_clean_line(tmp_path):
+    missing = tmp_path / "no-such-model"
+    line = assert_one_line_error(*run_cli("run", "-m", missing, "-p", PROMPT), expect_rc=1)
+    assert "no-such-model" in line
+
+
+def test_missing_prompt_file_is_one_clean_line(gpt2_small, tmp_path):
+    line = assert_one_line_error(*run_cli("run", "-m", gpt2_small, "-f", tmp_path / "nope.txt"), expect_rc=1)
+    assert "nope.txt" in line
+
+
+@pytest.mark.parametrize("args, rc", [
+    (["--top-k", "abc"], 2),  # argparse: not an int
+    (["--bogus"], 2),
+    (["--top-k", "-3"], 1),  # parsed, then rejected by the sampler
+    (["--top-p", "1.5"], 1),
+    (["--temp", "nan"], 1),
+    (["-n", "-2"], 1),
+    (["-t", "0"], 1),
+    (["-c", "-1"], 1),
+    (["--dtype", "q4"], 2),
+    (["--f16", "--dtype", "f32"], 1),
+])
+def test_bad_flag_values(gpt2_small, args, rc):
+    assert_one_line_error(*run_cli("run", "-m", gpt2_small, "-p", PROMPT, *args), expect_rc=rc)
+
+
+def test_prompt_sources_exactly_one(gpt2_small, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("hi", encoding="utf-8")
+    assert_one_line_error(*run_cli("run", "-m", gpt2_small), expect_rc=2)
+    assert_one_line_error(*run_cli("run", "-m", gpt2_small, "-p", PROMPT, "-f", f), expect_rc=2)
+
+
+def test_prompt_too_long_is_one_clean_line(gpt2_small):
+    line = assert_one_line_error(*run_cli("run", "-m", gpt2_small, "-p", "hello " * 300, "-n", 4), expect_rc=1)
+    assert "context" in line and "prompt is" in line
+
+
+def test_version_and_build_info():
+    rc, out, err = run_cli("--version")
+    assert rc == 0, err
+    assert pyinfer.__version__ in out
+    rc, out, err = run_cli("build-info")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert isinstance(info, dict) and set(info) == set(pyinfer.build_info())
+
+
+class _InterruptingModel:
+    """Delegates to a real model; its eval raises KeyboardInterrupt after n_ok successful calls (a Ctrl-C)."""
+
+    def __init__(self, model, n_ok):
+        self._model, self._n_ok = model, n_ok
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def eval(self, ids):
+        if self._n_ok == 0:
+            raise KeyboardInterrupt
+        self._n_ok -= 1
+        return self._model.eval(ids)
+
+
+def test_ctrl_c_stops_cleanly_with_timings(gpt2_small, model, monkeypatch, capsys):
+    from pyinfer.cli import main
+
+    real_load = pyinfer.load
+    monkeypatch.setattr(pyinfer, "load", lambda *a, **kw: _InterruptingModel(real_load(*a, **kw), 4))
+    rc = main(["run", "-m", str(gpt2_small), "-p", PROMPT, "-n", "50", "--temp", "0"])
+    out, err = capsys.readouterr()
+    assert rc == 130
+    # prefill + 3 decode steps succeed: 4 tokens sampled, then the 4th token's eval is interrupted
+    assert model.generate(PROMPT, max_tokens=4, temperature=0).startswith(out)
+    assert "eval time" in err and "interrupted" in err
+    assert "Traceback" not in err
