@@ -168,6 +168,8 @@ def test_attention(isa, T, n_past, n_head, n_head_kv, hd):
     assert_close(out, want, KERNEL_F32, f"{isa} attention")
     assert_close(out, K.attention("ref", q, k, v, n_past, n_head, n_head_kv, 1), KERNEL_F32, f"{isa} vs ref")
     assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 2)), "1 vs 2 threads"
+    for n_shared in {1, n_past, n_past + T}:  # the cache split into a shared prefix span and an own span
+        assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1, n_shared)), n_shared
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -102,7 +102,7 @@ static py::array_t<float> add_py(const std::string& isa, const py::array& a, con
 // q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) -> (T, n_head*hd)
 static py::array_t<float> attention_py(const std::string& isa, const py::array& q, const py::array& k,
                                        const py::array& v, int64_t n_past, int64_t n_head, int64_t n_head_kv,
-                                       int n_threads) {
+                                       int n_threads, int64_t n_shared) {
     const Kernels& K = kernels_named(isa);
     checked<float>(q, "q", 2);
     checked<float>(k, "k", 2);
@@ -115,6 +115,7 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
               "k and v must have n_past + T rows");
     check_arg(k.shape(1) == n_head_kv * hd && v.shape(1) == n_head_kv * hd, "k and v must have n_head_kv*hd columns");
     if (n_threads <= 0) n_threads = 1;
+    check_arg(n_shared >= 0 && n_shared <= n_past + T, "n_shared must be in [0, n_past + T]");
     py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)(n_head * hd)});
     std::vector<float> scratch((size_t)n_threads * (n_past + T) + 1);
     float* o = out.mutable_data();
@@ -123,9 +124,11 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
 #if defined(_OPENMP)
         omp_set_num_threads(n_threads);
 #endif
-        K.attention(o, static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
-                    static_cast<const float*>(v.data()), scratch.data(), T, n_past, n_head, n_head_kv, hd,
-                    n_head_kv * hd, 1.0f / std::sqrt((float)hd));
+        // split the cache at n_shared to exercise both spans: rows [0, n_shared) and [n_shared, n_past + T)
+        const float *kp = static_cast<const float*>(k.data()), *vp = static_cast<const float*>(v.data());
+        const int64_t kvs = n_head_kv * hd;
+        K.attention(o, static_cast<const float*>(q.data()), kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs,
+                    scratch.data(), T, n_past, n_head, n_head_kv, hd, kvs, 1.0f / std::sqrt((float)hd));
     }
     return out;
 }
@@ -231,7 +234,7 @@ void register_kernels(py::module_& m) {
     k.def("softmax", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "softmax"); });
     k.def("add", &add_py);
     k.def("attention", &attention_py, py::arg("isa"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_past"),
-          py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1);
+          py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0);
     k.def("fp16_from_fp32", &fp16_from_fp32_py, "scalar reference conversion (bits as uint16)");
     k.def("fp32_from_fp16", &fp32_from_fp16_py, "scalar reference conversion (bits as uint16)");
 }

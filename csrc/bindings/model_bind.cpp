@@ -154,7 +154,14 @@ public:
         return out;
     }
 
+    // A child sharing this context's first n_shared cached positions (kept alive by the child's Python object).
+    PyContext(PyContext& parent, int64_t n_shared, int n_threads)
+        : tensors_(parent.tensors_), cfg_(parent.cfg_), w_(parent.w_) {
+        ctx_.reset(new Context(*parent.ctx_, n_shared, n_threads));
+    }
+
     Context& ctx() { return *ctx_; }
+    std::mutex& mu() { return mu_; }
 
 private:
     py::dict tensors_;  // keeps the weight arrays (and their memory maps) alive
@@ -165,12 +172,43 @@ private:
 };
 
 void register_model(py::module_& m) {
-    py::class_<PyContext>(m, "Context", "a model's weights bound to one sequence's KV cache")
+    py::class_<PyContext>(m, "Context", py::dynamic_attr(), "a model's weights bound to one sequence's KV cache")
         .def(py::init<const std::string&, const py::dict&, const py::dict&, int64_t, int>(), py::arg("arch"),
              py::arg("hparams"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads") = 0)
         .def("eval", &PyContext::eval, py::arg("tokens"), py::arg("all_logits") = false,
              "run tokens (int32) after the cached ones; logits (n or 1, n_vocab) float32")
         .def("reset", [](PyContext& c) { c.ctx().reset(); })
+        .def("truncate", [](PyContext& c, int64_t n) { c.ctx().truncate(n); }, py::arg("n"),
+             "keep the first n cached positions")
+        .def(
+            "fork_child",
+            [](py::object self, int64_t n_shared, int n_threads) {
+                PyContext& parent = self.cast<PyContext&>();
+                py::object child = py::cast(new PyContext(parent, n_shared, n_threads), py::return_value_policy::take_ownership);
+                child.attr("_parent") = self;  // the parent's cache must outlive the child
+                return child;
+            },
+            py::arg("n_shared"), py::arg("n_threads") = 0,
+            "a new sequence reading this one's first n_shared positions in place (for beams)")
+        .def("copy_own_from", [](PyContext& c, PyContext& o) { c.ctx().copy_own_from(o.ctx()); }, py::arg("other"))
+        .def("get_state",
+             [](PyContext& c) {
+                 std::string buf(c.ctx().state_bytes(), '\0');
+                 {
+                     py::gil_scoped_release nogil;
+                     std::lock_guard<std::mutex> lock(c.mu());
+                     c.ctx().save_state(reinterpret_cast<uint8_t*>(&buf[0]));
+                 }
+                 return py::bytes(buf);
+             })
+        .def("set_state",
+             [](PyContext& c, const py::bytes& b) {
+                 std::string buf = b;
+                 py::gil_scoped_release nogil;
+                 std::lock_guard<std::mutex> lock(c.mu());
+                 c.ctx().load_state(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+             })
+        .def_property_readonly("n_shared", [](PyContext& c) { return c.ctx().n_shared(); })
         .def_property_readonly("n_past", [](PyContext& c) { return c.ctx().n_past(); })
         .def_property_readonly("n_ctx", [](PyContext& c) { return c.ctx().n_ctx(); })
         .def_property(

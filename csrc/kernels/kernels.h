@@ -36,11 +36,13 @@ struct Kernels {
     void (*softmax)(float* x, int64_t n);
     // out (n) = a + b   (out may alias a or b)
     void (*add)(float* out, const float* a, const float* b, int64_t n);
-    // [omp] causal multi-head attention of T new queries over a KV cache holding n_past + T positions.
-    // out (T, n_head*hd); q (T, n_head*hd); k, v (n_past + T, n_head_kv*hd) with row stride kv_stride floats;
-    // scratch: n_threads * (n_past + T) floats.  Query t sees cache positions 0 .. n_past + t.
-    void (*attention)(float* out, const float* q, const float* k, const float* v, float* scratch, int64_t T,
-                      int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
+    // [omp] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
+    // spans: rows j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g. beams), rows
+    // j >= n_shared from (k, v) at row j - n_shared.  out (T, n_head*hd); q (T, n_head*hd); k/v rows have kv_stride
+    // floats (n_head_kv*hd used); scratch: n_threads * (n_past + T) floats.  Query t sees positions 0 .. n_past + t.
+    void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
+                      const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
+                      int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
     // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers
     void (*quantize_row)(void* out, const float* x, int64_t n, DType t);
 };

@@ -36,6 +36,90 @@ Context::Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, i
     v_cache_.assign(kv, 0.0f);
 }
 
+Context::Context(const Context& parent, int64_t n_shared, int n_threads)
+    : cfg_(parent.cfg_), w_(parent.w_), k_(parent.k_), n_ctx_(parent.n_ctx_), n_past_(n_shared), parent_(&parent),
+      n_shared_(n_shared), n_threads_(1) {
+    check_arg(parent.parent_ == nullptr, "a child context's parent must be a root context");
+    check_arg(n_shared >= 0 && n_shared <= parent.n_past_,
+              "n_shared " + std::to_string(n_shared) + " exceeds the parent's " + std::to_string(parent.n_past_) +
+                  " cached positions");
+    set_n_threads(n_threads);
+    const size_t kv = (size_t)cfg_.n_layer * (n_ctx_ - n_shared) * kv_dim();
+    k_cache_.assign(kv, 0.0f);
+    v_cache_.assign(kv, 0.0f);
+}
+
+void Context::truncate(int64_t n) {
+    check_arg(n >= n_shared_ && n <= n_past_, "truncate: n = " + std::to_string(n) + " must be in [" +
+                                                  std::to_string(n_shared_) + ", " + std::to_string(n_past_) + "]");
+    n_past_ = n;
+}
+
+void Context::copy_own_from(const Context& o) {
+    check_arg(o.parent_ == parent_ && o.n_shared_ == n_shared_ && o.n_ctx_ == n_ctx_,
+              "copy_own_from: contexts must share parent and n_shared");
+    const int64_t rows = o.n_past_ - n_shared_, D = kv_dim();
+    for (int64_t l = 0; l < cfg_.n_layer; l++) {
+        std::memcpy((float*)layer_k(l), o.layer_k(l), rows * D * sizeof(float));
+        std::memcpy((float*)layer_v(l), o.layer_v(l), rows * D * sizeof(float));
+    }
+    n_past_ = o.n_past_;
+}
+
+namespace {
+struct StateHeader {
+    char magic[4];  // "PYIS"
+    uint32_t version;
+    int64_t arch, n_layer, kv_dim, n_vocab, n_past;
+};
+}  // namespace
+
+size_t Context::state_bytes() const {
+    return sizeof(StateHeader) + 2 * (size_t)cfg_.n_layer * n_past_ * kv_dim() * sizeof(float);
+}
+
+void Context::save_state(uint8_t* dst) const {
+    StateHeader h{{'P', 'Y', 'I', 'S'}, 1, (int64_t)cfg_.arch, cfg_.n_layer, kv_dim(), cfg_.n_vocab, n_past_};
+    std::memcpy(dst, &h, sizeof h);
+    float* out = (float*)(dst + sizeof h);
+    const int64_t D = kv_dim();
+    for (int kv = 0; kv < 2; kv++)
+        for (int64_t l = 0; l < cfg_.n_layer; l++) {
+            const float* own = kv ? layer_v(l) : layer_k(l);
+            if (n_shared_) {
+                const float* sh = kv ? parent_->layer_v(l) : parent_->layer_k(l);
+                std::memcpy(out, sh, n_shared_ * D * sizeof(float));
+                out += n_shared_ * D;
+            }
+            std::memcpy(out, own, (n_past_ - n_shared_) * D * sizeof(float));
+            out += (n_past_ - n_shared_) * D;
+        }
+}
+
+void Context::load_state(const uint8_t* src, size_t n) {
+    check_arg(parent_ == nullptr, "load_state needs a root context");
+    StateHeader h;
+    check_arg(n >= sizeof h, "state is truncated (" + std::to_string(n) + " bytes)");
+    std::memcpy(&h, src, sizeof h);
+    check_arg(std::memcmp(h.magic, "PYIS", 4) == 0 && h.version == 1, "not a pyinfer state (bad magic or version)");
+    check_arg(h.arch == (int64_t)cfg_.arch && h.n_layer == cfg_.n_layer && h.kv_dim == kv_dim() &&
+                  h.n_vocab == cfg_.n_vocab,
+              "the state was saved from a model of another shape");
+    check_arg(h.n_past >= 0 && h.n_past <= n_ctx_, "the state holds " + std::to_string(h.n_past) +
+                                                       " positions, more than this context's n_ctx = " +
+                                                       std::to_string(n_ctx_));
+    const int64_t D = kv_dim();
+    const size_t need = sizeof h + 2 * (size_t)cfg_.n_layer * h.n_past * D * sizeof(float);
+    check_arg(n == need, "state size " + std::to_string(n) + " bytes, expected " + std::to_string(need));
+    const float* in = (const float*)(src + sizeof h);
+    for (int kv = 0; kv < 2; kv++)
+        for (int64_t l = 0; l < cfg_.n_layer; l++) {
+            std::memcpy((float*)(kv ? layer_v(l) : layer_k(l)), in, h.n_past * D * sizeof(float));
+            in += h.n_past * D;
+        }
+    n_past_ = h.n_past;
+}
+
 void Context::set_n_threads(int n) {
     if (n <= 0) n = max_threads_default();
 #if !defined(_OPENMP)
@@ -116,17 +200,20 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
     const float scale = 1.0f / std::sqrt((float)hd);
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const LayerWeights& L = w_.layers[l];
-        float* kc = k_cache_.data() + (size_t)l * n_ctx_ * kv_dim;  // (n_ctx, kv_dim)
-        float* vc = v_cache_.data() + (size_t)l * n_ctx_ * kv_dim;
+        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
+        float* vc = (float*)layer_v(l);
+        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
+        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
         // attention block
         K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);  // (T, C)
         K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T, qs);                   // (T, C) -> (T, 3C)
         for (int64_t t = 0; t < T; t++) {                                    // split into q and the cache
             std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
-            std::memcpy(kc + (n_past_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
-            std::memcpy(vc + (n_past_ + t) * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
+            std::memcpy(kc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
+            std::memcpy(vc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
         }
-        K.attention(att, q, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim, scale);
+        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim,
+                    scale);
         K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, C) -> (T, C)
         K.add(x, x, h, T * C);
         // MLP block
@@ -158,10 +245,12 @@ void Context::forward_llama(const int32_t* tokens, int64_t T) {
     const float scale = 1.0f / std::sqrt((float)hd);
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const LayerWeights& L = w_.layers[l];
-        float* kc = k_cache_.data() + (size_t)l * n_ctx_ * kv_dim;  // (n_ctx, kv_dim)
-        float* vc = v_cache_.data() + (size_t)l * n_ctx_ * kv_dim;
-        float* k_new = kc + n_past_ * kv_dim;  // (T, kv_dim): written straight into the cache
-        float* v_new = vc + n_past_ * kv_dim;
+        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
+        float* vc = (float*)layer_v(l);
+        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
+        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
+        float* k_new = kc + (n_past_ - n_shared_) * kv_dim;  // (T, kv_dim): written straight into the cache
+        float* v_new = vc + (n_past_ - n_shared_) * kv_dim;
         // attention block
         K.rmsnorm(h, x, L.attn_norm, T, C, cfg_.norm_eps);  // (T, C)
         K.matmul(q, h, L.attn_q, L.attn_q_b, T, qs);          // (T, C) -> (T, H hd)
@@ -169,7 +258,8 @@ void Context::forward_llama(const int32_t* tokens, int64_t T) {
         K.matmul(v_new, h, L.attn_v, L.attn_v_b, T, qs);      // (T, C) -> (T, Hkv hd)
         K.rope(q, T, H, hd, q_dim, n_rot, cs, cfg_.rope_neox);
         K.rope(k_new, T, Hkv, hd, kv_dim, n_rot, cs, cfg_.rope_neox);
-        K.attention(att, q, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim, scale);  // (T, H hd)
+        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim,
+                    scale);  // (T, H hd)
         K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, H hd) -> (T, C)
         K.add(x, x, h, T * C);
         // SwiGLU MLP block

@@ -51,13 +51,27 @@ struct ModelWeights {
 class Context {
 public:
     Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads);
+    // A child sequence that reads the first n_shared cached positions of `parent` in place (no copy) and keeps its own
+    // cache after them: beams over one prompt.  The parent must be a root context, outlive the child and keep those
+    // positions unchanged.
+    Context(const Context& parent, int64_t n_shared, int n_threads);
 
     // Runs `n` tokens at positions n_past .. n_past+n-1, appends their K/V to the cache and writes logits:
     // all positions (n, n_vocab) when all_logits, else the last position only (1, n_vocab).
     // Throws std::invalid_argument on a bad token id or context overflow.
     void eval(const int32_t* tokens, int64_t n, bool all_logits, float* logits);
 
-    void reset() { n_past_ = 0; }
+    void reset() { n_past_ = n_shared_; }
+    // Keep only the first n cached positions (n_shared <= n <= n_past): later positions are recomputed on demand.
+    void truncate(int64_t n);
+    // Copy another child's own positions [n_shared, other.n_past) into this one (same parent and n_shared).
+    void copy_own_from(const Context& other);
+    // The cache as bytes: a header, then K and V rows [0, n_past) of every layer (shared rows included).
+    size_t state_bytes() const;
+    void save_state(uint8_t* dst) const;
+    // Restores a saved state (root contexts only); throws std::invalid_argument if it does not fit this model.
+    void load_state(const uint8_t* src, size_t n);
+    int64_t n_shared() const { return n_shared_; }
     int64_t n_past() const { return n_past_; }
     int64_t n_ctx() const { return n_ctx_; }
     int n_threads() const { return n_threads_; }
@@ -73,9 +87,15 @@ private:
     ModelConfig cfg_;
     ModelWeights w_;
     const Kernels* k_;
+    const float* layer_k(int64_t l) const { return k_cache_.data() + (size_t)l * (n_ctx_ - n_shared_) * kv_dim(); }
+    const float* layer_v(int64_t l) const { return v_cache_.data() + (size_t)l * (n_ctx_ - n_shared_) * kv_dim(); }
+    int64_t kv_dim() const { return cfg_.n_head_kv * cfg_.head_dim(); }
+
     int64_t n_ctx_, n_past_ = 0;
+    const Context* parent_ = nullptr;
+    int64_t n_shared_ = 0;  // positions [0, n_shared) live in parent_'s cache
     int n_threads_;
-    std::vector<float> k_cache_, v_cache_;  // (n_layer, n_ctx, n_head_kv * head_dim)
+    std::vector<float> k_cache_, v_cache_;  // (n_layer, n_ctx - n_shared, n_head_kv * head_dim): own positions
     // scratch, sized for the largest batch seen
     int64_t cap_ = 0;
     std::vector<float> x_, h_, qkv_, q_, att_, ff_, ff2_, rope_cs_, att_scratch_;
