@@ -1,6 +1,7 @@
 // Block formats, bit-compatible with ggml's (ggml-common.h): 32 weights per block, an fp16 scale (and min).
-// Plus block_q8a, pyinfer's own activation block (never stored in files): activations are quantized to it on
-// the fly so that every weight type's dot product runs in integer arithmetic.
+// Plus block_q8a, the activation block (never stored in files): activations are quantized to it on the fly so that
+// every weight type's dot product runs in integer arithmetic. Its rounding follows ggml's x86 activation quantizer
+// (q8_0 / q8_1 in ggml-cpu), so quantized logits track llama.cpp's closely.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,9 +31,9 @@ struct block_q4_1 {   // x[i] = d * nibble[i] + m; nibbles packed as in q4_0
 };
 static_assert(sizeof(block_q4_1) == 4 + QK / 2, "block_q4_1 must match ggml's layout (20 bytes)");
 
-struct block_q8a {    // activations: x[i] ~= d * qs[i]; sum = sum(qs) for the offset terms of q4_0 / q4_1
-    float d;
-    int32_t sum;
+struct block_q8a {    // activations: x[i] ~= d * qs[i]; s = d * sum(qs) for q4_1's offset term
+    float d;          // fp16-representable: amax / 127 rounded to fp16
+    float s;          // fp16-representable
     int8_t qs[QK];
 };
 static_assert(sizeof(block_q8a) == 8 + QK, "block_q8a is 40 bytes");

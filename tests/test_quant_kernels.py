@@ -5,7 +5,7 @@ numpy oracle that repeats the activation quantization and sums the integer produ
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-from gguf.quants import dequantize, np_roundf, quantize
+from gguf.quants import dequantize, quantize
 
 import pyinfer
 from pyinfer import _ext
@@ -63,21 +63,35 @@ def test_block_sizes_and_bad_rows():
 
 
 def q8a_oracle(x):
-    """The activation quantization the kernels perform, in numpy: (d [T, nb] f32, q [T, K] int)."""
+    """The activation quantization the kernels perform (ggml's x86 q8_0/q8_1 rule), in numpy:
+    (d [T, nb] as stored, s [T, nb] = fp16(d * sum q), q [T, nb, 32] int)."""
     T, n = x.shape
     b = x.reshape(T, n // 32, 32)
-    d = (np.abs(b).max(-1) / np.float32(127)).astype(np.float32)
+    amax = np.abs(b).max(-1)
     with np.errstate(divide="ignore"):
-        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
-    q = np_roundf(b * inv[..., None]).astype(np.int64)
-    return d, q
+        inv = np.where(amax == 0, np.float32(0), np.float32(127) / amax).astype(np.float32)
+    q = np.rint(b * inv[..., None]).astype(np.int64)  # round half to even
+    d = (amax / np.float32(127)).astype(np.float32)
+    s = (d * q.sum(-1).astype(np.float32)).astype(np.float16).astype(np.float64)
+    return d.astype(np.float16).astype(np.float64), s, q
 
 
 def quant_matmul_oracle(x, raw, qtype):
-    """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding)."""
-    d_x, q_x = q8a_oracle(x)  # [T, nb], [T, nb, 32]
-    wd = dequantize(raw, qtype).astype(np.float64)  # exact values of the quantized weights
-    xq = q_x * d_x[..., None].astype(np.float64)
+    """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding).
+    q4_1's offset term uses the stored s = fp16(d * sum q), as ggml does."""
+    d_x, s_x, q_x = q8a_oracle(x)  # [T, nb], [T, nb], [T, nb, 32]
+    T, nb = d_x.shape
+    if qtype == Q.Q4_1:
+        blocks = raw.reshape(raw.shape[0], nb, 20)
+        dw = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)  # [N, nb]
+        mw = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        nib = blocks[..., 4:]
+        qw = np.concatenate([nib & 0x0F, nib >> 4], -1).astype(np.int64)  # [N, nb, 32]
+        isum = np.einsum("tbi,nbi->tnb", q_x, qw)  # exact integers
+        return (np.einsum("tb,nb,tnb->tn", d_x, dw, isum.astype(np.float64))
+                + np.einsum("tb,nb->tn", s_x, mw))
+    wd = dequantize(raw, qtype).astype(np.float64)  # d_w * q_w exactly
+    xq = q_x * d_x[..., None]
     return xq.reshape(x.shape) @ wd.T
 
 
