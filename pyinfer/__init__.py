@@ -6,6 +6,7 @@
 """
 from ._ext import build_info as _build_info
 from .model import Model, load
+from .session import Session
 
 __version__ = "0.1.0"
 _build_info()  # a bad PYINFER_ISA fails here, at import, with a message naming the fix
@@ -18,4 +19,4 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["Model", "load", "build_info", "__version__"]
+__all__ = ["Model", "Session", "load", "build_info", "__version__"]

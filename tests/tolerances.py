@@ -50,6 +50,16 @@ KV_CACHE_VS_RECOMPUTE = 1e-5
 # a wrong scale, block offset or nibble order gives errors of order 1.
 QUANT_ACT_VS_F32 = 1e-2
 
+# The default model (Q4_1) in pyinfer vs llama.cpp, teacher-forced logits over a few hundred positions. Same weights
+# and the same activation quantization rule (position 0 matches llama.cpp bit for bit with an f32 KV cache), but
+# llama.cpp keeps its KV cache in f16 and its own results move by up to 3.1e-2 x max|logit| between evaluating a
+# prompt in one batch and token by token (one activation rounding the other way spreads through 30 layers).
+# Measured 5.6e-2 (f16 cache) over 300 positions; 0.1 leaves margin. A wrong RoPE layout moves logits by ~0.5 and
+# drops top-1 agreement (measured 0.986) far below its floor.
+LLAMA_CPP_LOGITS_REL = 0.1
+LLAMA_CPP_TOP1 = 0.97
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # agreement thresholds (fractions), for outputs where closeness is the wrong question
 # ---------------------------------------------------------------------------------------------------------------------
@@ -109,3 +119,36 @@ def assert_close(actual, ref, rel, what="value"):
             f"{what}: max|Δ| = {max_err:.3e} at index {idx} (actual {actual[idx]:.8g}, ref {ref[idx]:.8g}) exceeds "
             f"rel {rel:.1e} × max|ref| {scale:.4g} = {limit:.3e}; relative error "
             f"{max_err / scale if scale else np.inf:.3e}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# scoring (pyinfer/perplexity.py): log-likelihoods, perplexity and KL divergence
+# ---------------------------------------------------------------------------------------------------------------------
+
+# pyinfer.perplexity's float64 log-softmax / perplexity vs a numpy re-implementation on the *same* float32 logits
+# (m.forward): only the float64 operation order may differ, a few ulps of 1.1e-16 per term over n_vocab = 50257 terms
+# (<= ~6e-12 worst case; measured 0, bit-identical, for token_logprobs and ppl). 1e-9 is far above that and far below
+# any rule slip on the test text: scoring one position more at the start of the second half moves ppl by 3.6e-4, one
+# fewer 3.8e-3, dropping the last 7.8e-3, leaving BOS out of the windows 6.6e-2. Per-position KLD (a sum of
+# p_a * (log p_a - log p_b) that cancels down to ~1e-6) vs numpy: 1.4e-10 x max|KLD| measured (3.4e-16 absolute).
+SCORE_F64 = 1e-9
+
+# kl_divergence(f32 model, the same weights loaded with dtype="f16"), random 2-layer GPT-2 fixture, n_ctx 128, stdlib
+# source text: mean KLD measured 7.4e-7..7.6e-7 nats (max 2.9e-6..6.1e-6) over 756..6930 positions; the f16 weight
+# rounding moves logits by ~1e-3 x max|logit| (MODEL_F16_VS_F32). 1e-5 gives ~13x margin; a wrong f16 conversion
+# (e.g. a truncated mantissa or a swapped tensor) gives KLD of order 1e-2 or more.
+KLD_F16_VS_F32_MEAN = 1e-5
+
+# Same comparison: fraction of scored positions whose argmax agrees; measured 0.997..1.0 (a few near-ties flip).
+TOP1_F16_VS_F32 = 0.99
+
+# Same comparison: |ppl(f16) - ppl(f32)| / ppl(f32), measured 7e-5..1.5e-4 on the random fixture (whose ppl is ~7e4,
+# a near-flat random model); 2e-3 gives >10x margin.
+PPL_F16_VS_F32 = 2e-3
+
+TABLE.update({
+    "SCORE_F64": SCORE_F64,
+    "KLD_F16_VS_F32_MEAN": KLD_F16_VS_F32_MEAN,
+    "TOP1_F16_VS_F32": TOP1_F16_VS_F32,
+    "PPL_F16_VS_F32": PPL_F16_VS_F32,
+})
