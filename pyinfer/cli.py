@@ -106,6 +106,13 @@ def add_run_args(p):
                    help="weight type after loading: auto keeps the file's (default: auto)")
     g.add_argument("--f16", action="store_true", help="same as --dtype f16: convert weights to f16 at load")
 
+    g = p.add_argument_group("chat")
+    g.add_argument("--raw", action="store_true",
+                   help="plain completion of the prompt; without it a model with a chat template gets the prompt "
+                        "as a user message in its template (as llama-cli does)")
+    g.add_argument("-sys", "--system-prompt", metavar="TEXT", default=None,
+                   help="a system message before the prompt (chat mode)")
+
     g = p.add_argument_group("prompt (one of)")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt text")
@@ -277,6 +284,11 @@ def cmd_run(args):
     out = sys.stdout
     if hasattr(out, "reconfigure"):
         out.reconfigure(errors="replace")  # a console that cannot show a character gets '?', not a crash
+    if model.chat_template is not None and not args.raw:  # chat mode: the prompt is the user's message
+        messages = ([{"role": "system", "content": args.system_prompt}] if args.system_prompt else [])
+        prompt = model.chat_ids(messages + [{"role": "user", "content": prompt}])
+    elif args.system_prompt:
+        raise ValueError("--system-prompt needs a model with a chat template (and no --raw)")
 
     if beams:
         c = generate(model, prompt, max_tokens=args.n_predict, num_beams=args.beams,
@@ -583,6 +595,56 @@ def cmd_bench(args):
 
 # ----------------------------------------------------------------------------------------------------------------
 # entry point
+
+
+def add_chat_args(p):
+    p.add_argument("-m", "--model", metavar="PATH", default=None, help="the model (default: SmolLM2-135M-Instruct)")
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N")
+    p.add_argument("-c", "--ctx-size", type=int, default=0, metavar="N")
+    p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="most tokens per reply")
+    p.add_argument("-sys", "--system-prompt", metavar="TEXT", default=None)
+    p.add_argument("--temp", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("-s", "--seed", type=int, default=-1)
+
+
+@register_command("chat", "talk with the model; the KV cache keeps the conversation between turns", add_chat_args)
+def cmd_chat(args):
+    """Reads one user message per line from stdin ('/exit' or end of input stops). Each turn re-renders the whole
+    conversation with the chat template; the model reuses the cached common prefix, so only the new turn runs."""
+    import pyinfer
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"-t/--threads must be >= 1 (got {args.threads})")
+    model = pyinfer.load(args.model, n_threads=args.threads, n_ctx=args.ctx_size or None)
+    if model.chat_template is None:
+        raise ValueError(f"{model.path}: the model has no chat template; use `pyinfer run --raw`")
+    messages = [{"role": "system", "content": args.system_prompt}] if args.system_prompt else []
+    seed = args.seed if args.seed >= 0 else secrets.randbits(32)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        reply = model.chat(messages, max_tokens=args.n_predict, stream=True, temperature=args.temp,
+                           top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=seed, details=False)
+        text = []
+        for piece in reply:
+            text.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(text)})
+        seed += 1
 
 
 def add_pull_args(p):

