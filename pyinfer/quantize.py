@@ -319,6 +319,9 @@ def quantize_model(src, dst, type: str = "q8_0", *, leave_output_tensor: bool = 
             bar.update(int(np.prod(t.shape)))
         bar.close()
         w.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the output is an ordinary file
         os.replace(tmp, dst)
     except BaseException:
         try:
