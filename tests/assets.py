@@ -158,3 +158,41 @@ def gguf_metadata(path) -> dict:
         sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         out[key] = (field.contents(), field.types[0], sub_type)
     return out
+
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the test extra's pin (pyproject.toml): converter and engine of one llama.cpp
+_LLAMA_CPP_CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+
+
+def llama_cpp_converter_dir() -> Path:
+    """Folder holding llama.cpp's convert_hf_to_gguf.py, its conversion/ package (newer versions split the model
+    classes out of the script) and its own gguf-py/, as vendored in the llama-cpp-python sdist of
+    LLAMA_CPP_PYTHON_VERSION; the sdist (~75 MB) is fetched with pip, those parts extracted once into cache_dir()
+    and the sdist deleted. Run the script with gguf-py first on PYTHONPATH."""
+    import shutil
+    out = cache_dir() / f"llama.cpp-convert-{LLAMA_CPP_PYTHON_VERSION}"
+    if not (out / "convert_hf_to_gguf.py").exists():
+        sdist = _pip_download(f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", cache_dir(),
+                              extra=("--no-binary", "llama-cpp-python"))
+        tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=out.name + "."))
+        try:
+            with tarfile.open(sdist) as tf:
+                for m in tf:
+                    rest = m.name.partition("/")[2]  # llama_cpp_python-X.Y.Z/vendor/llama.cpp/...
+                    rel = rest.removeprefix("vendor/llama.cpp/")
+                    if not m.isfile() or rel == rest or not rel.startswith(_LLAMA_CPP_CONVERTER_PARTS):
+                        continue
+                    if ".." in rel.split("/") or rel.startswith("/"):
+                        raise RuntimeError(f"{sdist.name}: unsafe member name {m.name!r}")
+                    dst = tmp / rel
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_bytes(tf.extractfile(m).read())
+            for need in ("convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"):
+                if not (tmp / need).is_file():
+                    raise RuntimeError(f"{sdist.name} has no vendor/llama.cpp/{need}")
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        sdist.unlink()
+    return out
