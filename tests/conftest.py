@@ -12,6 +12,16 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)  # so tests can `import tolerances`, `import assets`, `from reference import ...`
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_outside_the_source_tree(tmp_path_factory):
+    """Tests (and the `python -m pyinfer.cli` subprocesses they start) run from an empty folder, so `import pyinfer`
+    finds the installed package, never the source checkout (which has no compiled extension in a fresh clone)."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+
+
 # Random init scale. HF's default (0.02) gives logits with std ~0.02*sqrt(n_embd) ~ 0.16 at n_embd=64: a near-uniform
 # distribution where greedy argmax is decided by noise. 0.2 gives logit std ~1.5 and top-2 gaps far above f32 error.
 INIT_RANGE = 0.2
