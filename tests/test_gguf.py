@@ -57,7 +57,8 @@ QTYPE_IDS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f16": QT.F16, "
 
 
 def repo_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(pyinfer.__file__)))
+    """The checkout holding tests/ and tools/ (pyinfer itself may be installed elsewhere)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_py(args, timeout=300):
