@@ -61,10 +61,15 @@ def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pyinfer_root():
+    """The folder from which this process imported pyinfer (the installed package's parent)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(pyinfer.__file__)))
+
+
 def run_py(args, timeout=300):
     """(exit code, stdout, stderr) of `python ARGS` using the same pyinfer as this process."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join([repo_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([pyinfer_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     r = subprocess.run([sys.executable, *map(str, args)], capture_output=True, env=env, timeout=timeout)
     return r.returncode, r.stdout.decode("utf-8"), r.stderr.decode("utf-8")
 
