@@ -16,6 +16,20 @@ from .tokenizer import BPETokenizer
 DEFAULT_MAX_CTX = 4096
 
 
+def target_logprobs(logits: np.ndarray, targets: np.ndarray, row_block: int = 64) -> np.ndarray:
+    """log p(targets[i] | row i) in float64 (log-softmax with the row max subtracted): logits [n, n_vocab] float32,
+    targets [n] -> [n]. Works through `row_block` rows at a time ([64, n_vocab] float64 ~ 26 MB at 50k)."""
+    n = logits.shape[0]
+    out = np.empty(n, np.float64)
+    for b in range(0, n, row_block):
+        x = logits[b:b + row_block].astype(np.float64)  # [blk, n_vocab]
+        m = np.max(x, axis=1)  # [blk]
+        lse = m + np.log(np.sum(np.exp(x - m[:, None]), axis=1))  # [blk]
+        t = targets[b:b + row_block]
+        out[b:b + row_block] = x[np.arange(len(t)), t] - lse
+    return out
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -157,15 +171,7 @@ class Model:
         if arr.size > self.n_ctx:
             raise ValueError(f"score: {arr.size} tokens exceed the context of {self.n_ctx}; score shorter pieces")
         logits = self.forward(arr)  # [n, n_vocab] float32
-        out = np.empty(arr.size - 1, np.float64)
-        targets = arr[1:].astype(np.int64)
-        for b in range(0, arr.size - 1, 64):  # 64 rows at a time in float64: [64, n_vocab] ~ 26 MB at 50k
-            x = logits[b:b + 64][: arr.size - 1 - b].astype(np.float64)  # [blk, n_vocab]
-            m = np.max(x, axis=1)  # [blk]
-            lse = m + np.log(np.sum(np.exp(x - m[:, None]), axis=1))  # [blk]
-            t = targets[b:b + x.shape[0]]
-            out[b:b + x.shape[0]] = x[np.arange(t.size), t] - lse
-        return out
+        return target_logprobs(logits[:-1], arr[1:].astype(np.int64))
 
     # --- sessions -----------------------------------------------------------------------------------------
     def _spawn(self, n_ctx: int | None = None, n_threads: int | None = None) -> "Model":

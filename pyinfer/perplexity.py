@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .model import target_logprobs
+
 DEFAULT_N_CTX = 512  # llama-perplexity's default context (params.n_ctx = 512), capped at the model's
 _ROW_BLOCK = 64  # rows of [*, n_vocab] logits converted to float64 at a time (64 x 50257 x 8 B ~ 26 MB)
 
@@ -35,19 +37,6 @@ def log_softmax(logits) -> np.ndarray:
     return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
 
 
-def _target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log p(targets[i] | row i) in float64: logits [n, n_vocab] float32, targets [n] -> [n]."""
-    n = logits.shape[0]
-    out = np.empty(n, np.float64)
-    for b in range(0, n, _ROW_BLOCK):
-        x = logits[b:b + _ROW_BLOCK].astype(np.float64)  # [blk, n_vocab]
-        m = np.max(x, axis=1)  # [blk]
-        lse = m + np.log(np.sum(np.exp(x - m[:, None]), axis=1))  # [blk]
-        t = targets[b:b + _ROW_BLOCK]
-        out[b:b + _ROW_BLOCK] = x[np.arange(len(t)), t] - lse
-    return out
-
-
 def token_logprobs(model, ids) -> np.ndarray:
     """log p(ids[i + 1] | ids[: i + 1]) for i = 0 .. len(ids) - 2: float64 [len(ids) - 1], from one fresh forward.
 
@@ -59,7 +48,7 @@ def token_logprobs(model, ids) -> np.ndarray:
     if ids.size < 2:
         return np.zeros(0, np.float64)
     logits = model.forward(ids)  # [len, n_vocab] float32
-    return _target_logprobs(logits[:-1], ids[1:].astype(np.int64))
+    return target_logprobs(logits[:-1], ids[1:].astype(np.int64))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,7 +152,7 @@ def perplexity(model, text: str, n_ctx: int | None = None, progress=True) -> Per
     t0 = time.perf_counter()
     for i, w in enumerate(_windows(model, tokens, n_ctx)):
         logits = model.forward(w)  # [n_ctx, n_vocab] float32
-        nll = -_target_logprobs(logits[first:n_ctx - 1], w[first + 1:].astype(np.int64))  # [n_ctx - 1 - first]
+        nll = -target_logprobs(logits[first:n_ctx - 1], w[first + 1:].astype(np.int64))  # [n_ctx - 1 - first]
         nlls.append(nll)
         s += float(np.sum(nll))
         s2 += float(np.sum(nll * nll))
