@@ -34,8 +34,9 @@ static_assert(sizeof(block_q4_1) == 4 + QK / 2, "block_q4_1 must match ggml's la
 struct block_q8a {    // activations: x[i] ~= d * qs[i]; s = d * sum(qs) for q4_1's offset term
     float d;          // fp16-representable: amax / 127 rounded to fp16
     float s;          // fp16-representable
+    int32_t sum;      // sum(qs), exact: q4_0's "- 8" applied to the integer dot product
     int8_t qs[QK];
 };
-static_assert(sizeof(block_q8a) == 8 + QK, "block_q8a is 40 bytes");
+static_assert(sizeof(block_q8a) == 12 + QK, "block_q8a is 44 bytes");
 
 }  // namespace pyinfer

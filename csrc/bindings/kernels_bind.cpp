@@ -3,7 +3,10 @@
 #include "../fp16.h"
 #include "common_bind.h"
 
+#include <pybind11/stl.h>
+
 #include <cmath>
+#include <chrono>
 #include <cstring>
 #include <vector>
 #if defined(_OPENMP)
@@ -215,6 +218,74 @@ static py::array_t<float> silu_mul_py(const std::string& isa, const py::array& g
     return out;
 }
 
+// Benchmark helpers (benchmarks/bench_kernels.py): C++-side timings so that the Python call overhead is not measured.
+static double seconds_now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Times `repeats` matmuls, call i using ws[i % len(ws)] (several copies of a matrix defeat the caches).
+// Returns the seconds of each call.
+static std::vector<double> bench_matmul_py(const std::string& isa, const py::array& x, const py::list& ws,
+                                           int n_threads, int repeats) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    check_arg(ws.size() > 0, "ws must hold at least one weight");
+    check_arg(repeats > 0, "repeats must be positive");
+    std::vector<Tensor> ts;
+    for (const py::handle& w : ws) {
+        ts.push_back(tensor_from_object(py::reinterpret_borrow<py::object>(w), "w"));
+        check_arg(ts.back().n_cols == x.shape(1) && ts.back().n_rows == ts[0].n_rows && ts.back().dtype == ts[0].dtype,
+                  "every weight must have the same shape and type, with x.shape[1] columns");
+    }
+    const int64_t T = x.shape(0);
+    std::vector<float> out((size_t)T * ts[0].n_rows);
+    std::vector<uint8_t> scratch(matmul_scratch_bytes(ts[0], T));
+    std::vector<double> times(repeats);
+    const float* xp = static_cast<const float*>(x.data());
+    {
+        py::gil_scoped_release nogil;
+#if defined(_OPENMP)
+        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
+#endif
+        for (int i = 0; i < repeats; i++) {
+            const double t0 = seconds_now();
+            K.matmul(out.data(), xp, ts[i % ts.size()], nullptr, T, scratch.data());
+            times[i] = seconds_now() - t0;
+        }
+    }
+    return times;
+}
+
+// The reference for bandwidth: the fastest plain read of a buffer (xor of 64-bit words, n_threads threads).
+// Returns (seconds of each pass, checksum).
+static py::tuple bench_stream_read_py(const py::array& buf, int n_threads, int repeats) {
+    checked<uint8_t>(buf, "buf", 1);
+    check_arg(repeats > 0, "repeats must be positive");
+    const uint64_t* p = static_cast<const uint64_t*>(buf.data());
+    const int64_t n = buf.shape(0) / 64 * 8;  // whole 64-byte lines, as 64-bit words
+    std::vector<double> times(repeats);
+    uint64_t acc = 0;
+    {
+        py::gil_scoped_release nogil;
+#if defined(_OPENMP)
+        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
+#endif
+        for (int r = 0; r < repeats; r++) {
+            const double t0 = seconds_now();
+            uint64_t a = 0;
+#pragma omp parallel for schedule(static) reduction(^ : a)
+            for (int64_t i = 0; i < n; i += 8) {
+                uint64_t l = 0;
+                for (int j = 0; j < 8; j++) l ^= p[i + j];
+                a ^= l;
+            }
+            times[r] = seconds_now() - t0;
+            acc ^= a;
+        }
+    }
+    return py::make_tuple(times, acc);
+}
+
 void register_kernels(py::module_& m) {
     py::module_ k = m.def_submodule("kernels", "single kernels by ISA name, for tests and benchmarks");
     k.def("matmul", &matmul_py, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
@@ -235,6 +306,10 @@ void register_kernels(py::module_& m) {
     k.def("add", &add_py);
     k.def("attention", &attention_py, py::arg("isa"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_past"),
           py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0);
+    k.def("bench_matmul", &bench_matmul_py, py::arg("isa"), py::arg("x"), py::arg("ws"), py::arg("n_threads") = 1,
+          py::arg("repeats") = 10, "seconds of each of `repeats` matmuls, call i with ws[i % len(ws)]");
+    k.def("bench_stream_read", &bench_stream_read_py, py::arg("buf"), py::arg("n_threads") = 1,
+          py::arg("repeats") = 10, "read bandwidth reference: (seconds of each pass over buf, checksum)");
     k.def("fp16_from_fp32", &fp16_from_fp32_py, "scalar reference conversion (bits as uint16)");
     k.def("fp32_from_fp16", &fp32_from_fp16_py, "scalar reference conversion (bits as uint16)");
 }

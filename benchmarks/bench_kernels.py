@@ -1,0 +1,104 @@
+"""Kernel speed against this machine's own limits, measured in the same run: a quantized matrix-vector product's
+weight-streaming rate as a fraction of a plain read of the same number of bytes (cold: from DRAM; hot: from cache),
+and the prefill matrix-matrix product in GOP/s.  Not a test; median of --repeats timed calls (timed in C++).
+
+    python benchmarks/bench_kernels.py                   # selected ISA, 1 and 2 threads
+    python benchmarks/bench_kernels.py --isa ref --threads 1 --types q8_0
+"""
+import argparse
+import statistics
+
+import numpy as np
+
+from pyinfer import _ext, build_info
+
+GGML_TYPE = {"f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+COLD_BYTES = 256 << 20  # several copies of a matrix, cycled, so that each call reads it from DRAM
+
+# (rows N, columns K): GPT-2-124M's ffn_up, ffn_down and LM head
+MATVEC_SHAPES = [(3072, 768), (768, 3072), (50257, 768)]
+PREFILL_SHAPES = [(3072, 768), (768, 3072)]
+
+
+def make_weight(isa, n, k, wtype, rng):
+    w = rng.standard_normal((n, k), dtype=np.float32) * 0.02
+    if wtype == "f16":
+        return w.astype(np.float16)
+    return (_ext.kernels.quantize(isa, w, GGML_TYPE[wtype]), GGML_TYPE[wtype], k)
+
+
+def weight_bytes(w):
+    return (w[0] if isinstance(w, tuple) else w).nbytes
+
+
+def copies(w, n_copies):
+    if isinstance(w, tuple):
+        return [(w[0].copy(), w[1], w[2]) for _ in range(n_copies)]
+    return [w.copy() for _ in range(n_copies)]
+
+
+def median_s(times):
+    return statistics.median(times[1:] if len(times) > 2 else times)  # the first call warms up
+
+
+def stream_read_gbs(n_bytes, threads, repeats, cold):
+    """GB/s of a plain read: of one n_bytes buffer again and again (hot), or cycling a 256 MB buffer (cold)."""
+    buf = np.ones(max(n_bytes, COLD_BYTES) if cold else n_bytes, dtype=np.uint8)
+    times, _ = _ext.kernels.bench_stream_read(buf, threads, repeats)
+    return buf.nbytes / median_s(times) / 1e9
+
+
+def bench_matvec(isa, wtype, shape, threads, repeats, rng):
+    n, k = shape
+    w = make_weight(isa, n, k, wtype, rng)
+    x = rng.standard_normal((1, k), dtype=np.float32)
+    nb = weight_bytes(w)
+    rows = []
+    for cold in (False, True):
+        ws = copies(w, max(1, -(-COLD_BYTES // nb))) if cold else [w]
+        t = median_s(_ext.kernels.bench_matmul(isa, x, ws, threads, max(repeats, len(ws) + 1)))
+        ref = stream_read_gbs(nb, threads, repeats * 4, cold)
+        rows.append(("cold" if cold else "hot", nb / t / 1e9, ref))
+    return nb, rows
+
+
+def bench_prefill(isa, wtype, shape, t_tokens, threads, repeats, rng):
+    n, k = shape
+    w = make_weight(isa, n, k, wtype, rng)
+    x = rng.standard_normal((t_tokens, k), dtype=np.float32)
+    t = median_s(_ext.kernels.bench_matmul(isa, x, [w], threads, repeats))
+    return 2.0 * t_tokens * n * k / t / 1e9
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--isa", default=None, help="kernel table (default: the one selected for this CPU)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--types", nargs="+", default=["q8_0", "q4_0", "q4_1", "f16"], choices=sorted(GGML_TYPE))
+    ap.add_argument("--tokens", type=int, default=128, help="prefill tokens")
+    ap.add_argument("--repeats", type=int, default=9)
+    args = ap.parse_args(argv)
+    isa = args.isa or build_info()["isa_selected"]
+    rng = np.random.default_rng(0)
+    print(f"isa {isa}; weight bytes/s relative to a plain read of the same bytes in the same run (median of "
+          f"{args.repeats})")
+    print("\nmatrix-vector (decode)")
+    print(f"{'type':5} {'N x K':>11} {'MB':>6} {'thr':>3} {'where':5} {'GB/s':>6} {'read GB/s':>9} {'ratio':>6}")
+    for wtype in args.types:
+        for shape in MATVEC_SHAPES:
+            for th in args.threads:
+                nb, rows = bench_matvec(isa, wtype, shape, th, args.repeats, rng)
+                for where, gbs, ref in rows:
+                    print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {nb / 1e6:6.1f} {th:3d} {where:5} {gbs:6.1f} "
+                          f"{ref:9.1f} {gbs / ref:6.2f}", flush=True)
+    print(f"\nmatrix-matrix (prefill, {args.tokens} tokens)")
+    print(f"{'type':5} {'N x K':>11} {'thr':>3} {'GOP/s':>6}")
+    for wtype in args.types:
+        for shape in PREFILL_SHAPES:
+            for th in args.threads:
+                g = bench_prefill(isa, wtype, shape, args.tokens, th, args.repeats, rng)
+                print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {th:3d} {g:6.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
