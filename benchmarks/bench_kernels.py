@@ -1,6 +1,7 @@
 """Kernel speed against this machine's own limits, measured in the same run: a quantized matrix-vector product's
 weight-streaming rate as a fraction of a plain read of the same number of bytes (cold: from DRAM; hot: from cache),
-and the prefill matrix-matrix product in GOP/s.  Not a test; median of --repeats timed calls (timed in C++).
+and the prefill matrix-matrix product in GOP/s as a fraction of the ISA's int8 peak (its block-dot instructions
+on registers only, on as many cores).  Not a test; median of --repeats timed calls (timed in C++).
 
     python benchmarks/bench_kernels.py                   # selected ISA, 1 and 2 threads
     python benchmarks/bench_kernels.py --isa ref --threads 1 --types q8_0
@@ -70,6 +71,11 @@ def bench_prefill(isa, wtype, shape, t_tokens, threads, repeats, rng):
     return 2.0 * t_tokens * n * k / t / 1e9
 
 
+def int8_peak_gops(isa, threads, repeats):
+    times, ops = _ext.kernels.bench_int8_peak(isa, threads, repeats)
+    return ops / median_s(times) / 1e9
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--isa", default=None, help="kernel table (default: the one selected for this CPU)")
@@ -91,13 +97,15 @@ def main(argv=None):
                 for where, gbs, ref in rows:
                     print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {nb / 1e6:6.1f} {th:3d} {where:5} {gbs:6.1f} "
                           f"{ref:9.1f} {gbs / ref:6.2f}", flush=True)
-    print(f"\nmatrix-matrix (prefill, {args.tokens} tokens)")
-    print(f"{'type':5} {'N x K':>11} {'thr':>3} {'GOP/s':>6}")
+    print(f"\nmatrix-matrix (prefill, {args.tokens} tokens; int8 ops = 2 per multiply-add)")
+    print(f"{'type':5} {'N x K':>11} {'thr':>3} {'GOP/s':>6} {'peak GOP/s':>10} {'ratio':>6}")
     for wtype in args.types:
         for shape in PREFILL_SHAPES:
             for th in args.threads:
                 g = bench_prefill(isa, wtype, shape, args.tokens, th, args.repeats, rng)
-                print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {th:3d} {g:6.1f}", flush=True)
+                peak = int8_peak_gops(isa, th, 5)
+                print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {th:3d} {g:6.1f} {peak:10.1f} {g / peak:6.2f}",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -286,6 +286,30 @@ static py::tuple bench_stream_read_py(const py::array& buf, int n_threads, int r
     return py::make_tuple(times, acc);
 }
 
+// The ISA's int8 peak on n_threads cores (each running int8_peak): (seconds of each pass, int8 ops per pass).
+static py::tuple bench_int8_peak_py(const std::string& isa, int n_threads, int repeats, int64_t n_iter) {
+    const Kernels& K = kernels_named(isa);
+    check_arg(repeats > 0 && n_iter > 0, "repeats and n_iter must be positive");
+    const int nt = n_threads > 0 ? n_threads : 1;
+    (void)nt;
+    std::vector<double> times(repeats);
+    double ops = 0;
+    {
+        py::gil_scoped_release nogil;
+        for (int r = 0; r < repeats; r++) {
+            const double t0 = seconds_now();
+            double o = 0;
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(nt) reduction(+ : o)
+#endif
+            o += K.int8_peak(n_iter);
+            times[r] = seconds_now() - t0;
+            ops = o;
+        }
+    }
+    return py::make_tuple(times, ops);
+}
+
 void register_kernels(py::module_& m) {
     py::module_ k = m.def_submodule("kernels", "single kernels by ISA name, for tests and benchmarks");
     k.def("matmul", &matmul_py, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
@@ -308,6 +332,8 @@ void register_kernels(py::module_& m) {
           py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0);
     k.def("bench_matmul", &bench_matmul_py, py::arg("isa"), py::arg("x"), py::arg("ws"), py::arg("n_threads") = 1,
           py::arg("repeats") = 10, "seconds of each of `repeats` matmuls, call i with ws[i % len(ws)]");
+    k.def("bench_int8_peak", &bench_int8_peak_py, py::arg("isa"), py::arg("n_threads") = 1, py::arg("repeats") = 5,
+          py::arg("n_iter") = 20000000, "int8 peak reference: (seconds of each pass, int8 ops per pass)");
     k.def("bench_stream_read", &bench_stream_read_py, py::arg("buf"), py::arg("n_threads") = 1,
           py::arg("repeats") = 10, "read bandwidth reference: (seconds of each pass over buf, checksum)");
     k.def("fp16_from_fp32", &fp16_from_fp32_py, "scalar reference conversion (bits as uint16)");

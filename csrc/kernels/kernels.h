@@ -45,6 +45,10 @@ struct Kernels {
                       int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
     // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers
     void (*quantize_row)(void* out, const float* x, int64_t n, DType t);
+    // Benchmark reference, not a kernel: n_iter rounds of this ISA's int8 block dot instructions (AVX2
+    // maddubs + madd + add; VNNI vpdpbusd) on registers only, as the quantized matmul issues them.  Returns the int8
+    // operations done (2 per multiply-add), so ops / seconds is the ISA's int8 peak on one core.
+    double (*int8_peak)(int64_t n_iter);
 };
 
 // Scratch bytes matmul needs for weight w and T activation rows (0 for float weights).
