@@ -446,10 +446,10 @@ def tokenizer_from_gguf(fields: dict, source="GGUF file"):
     "gpt-2" is GPT-2's regex on llama.cpp's Unicode 15.1 classes), CONTROL/UNKNOWN tokens matched only with
     special=True and USER_DEFINED ones always (tokenizer.gguf_special_tokens), bytes without a token dropped,
     BOS/EOS from `tokenizer.ggml.bos_token_id`/`eos_token_id`, add_bos from `tokenizer.ggml.add_bos_token`
-    (default false, as llama.cpp has it for GPT-2). Only byte-level BPE (`tokenizer.ggml.model` "gpt2") is
+    (default as llama.cpp's: true for the Llama 3 pre-tokenizers, false otherwise, e.g. GPT-2). Only byte-level BPE (`tokenizer.ggml.model` "gpt2") is
     supported; anything else, or an unknown pre-tokenizer, is a ValueError naming it.
     """
-    from .tokenizer import PRETOKENIZER_PATTERNS, BPETokenizer, gguf_special_tokens
+    from .tokenizer import PRETOKENIZER_ADD_BOS, PRETOKENIZER_PATTERNS, BPETokenizer, gguf_special_tokens
 
     model = _get(fields, "tokenizer.ggml.model", str, source, required=False)
     if model is None:
@@ -473,7 +473,8 @@ def tokenizer_from_gguf(fields: dict, source="GGUF file"):
             raise ValueError(f"{source}: tokenizer.ggml.{key}_token_id {v} is outside the vocabulary "
                              f"(0..{len(tokens) - 1})")
         ids[key] = v
-    add_bos = _get(fields, "tokenizer.ggml.add_bos_token", bool, source, default=False, required=False)
+    add_bos = _get(fields, "tokenizer.ggml.add_bos_token", bool, source, default=pre in PRETOKENIZER_ADD_BOS,
+                   required=False)
     try:
         special, user = gguf_special_tokens(tokens, types)
         return BPETokenizer(tokens, merges, special, pre=pre, bos_id=ids["bos"], eos_id=ids["eos"], add_bos=add_bos,

@@ -128,6 +128,9 @@ PRETOKENIZER_PATTERNS = {
 # Pre-tokenizers whose pieces map straight to a vocabulary token when there is one, skipping the merges
 # (llama.cpp's ignore_merges, HF's BPE.ignore_merges): BPE would not always rebuild such a token from its merges.
 PRETOKENIZER_IGNORE_MERGES = frozenset({"llama-bpe", "llama3", "llama-v3", "falcon3"})
+# Pre-tokenizers for which llama.cpp adds BOS when the GGUF has no `tokenizer.ggml.add_bos_token` (Llama 3 family);
+# for every other byte-level BPE model its default is not to.
+PRETOKENIZER_ADD_BOS = frozenset({"llama-bpe", "llama3", "llama-v3", "falcon3"})
 
 # Texts llama.cpp treats as control tokens whatever their GGUF token type: end-of-generation markers, and
 # fill-in-the-middle markers (those only while the GGUF names no id for that role, in practice always CONTROL

@@ -298,6 +298,19 @@ def test_pretokenizer_defaults(fields):
     assert llama3.pretokenize("a\U0002EBF0b \u1c89x") == ["a\U0002EBF0b", " \u1c89", "x"]
 
 
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "smollm"])
+@pytest.mark.parametrize("add_bos", [None, False, True])
+def test_add_bos_default_matches_llama_cpp(metadata, tmp_path, pre, add_bos):
+    """Without `tokenizer.ggml.add_bos_token`, llama.cpp adds BOS for the Llama 3 pre-tokenizers only."""
+    variant = {k: v for k, v in vocab_variant(metadata, pre).items() if k != "tokenizer.ggml.add_bos_token"}
+    if add_bos is not None:
+        variant["tokenizer.ggml.add_bos_token"] = (add_bos, gguf.GGUFValueType.BOOL, None)
+    ref = _load_reference(write_metadata_gguf(variant, tmp_path / f"{pre}.gguf"))
+    tok = tokenizer_from_gguf(tokenizer_fields(variant))
+    ref_adds_bos = ref.tokenize(b"hello", add_bos=True)[0] == ref.token_bos()
+    assert tok.add_bos == ref_adds_bos == (pre == "llama-bpe" if add_bos is None else add_bos)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------------------------
