@@ -1,7 +1,8 @@
 """Kernel speed against this machine's own limits, measured in the same run: a quantized matrix-vector product's
 weight-streaming rate as a fraction of a plain read of the same number of bytes (cold: from DRAM; hot: from cache),
 and the prefill matrix-matrix product in GOP/s as a fraction of the ISA's int8 peak (its block-dot instructions
-on registers only, on as many cores).  Not a test; median of --repeats timed calls (timed in C++).
+on registers only, on as many cores).  Not a test.  Kernel and reference alternate in 5 rounds of --repeats calls
+(timed in C++); each figure is the median over the rounds, so a slow minute of a shared machine weighs on both.
 
     python benchmarks/bench_kernels.py                   # selected ISA, 1 and 2 threads
     python benchmarks/bench_kernels.py --isa ref --threads 1 --types q8_0
@@ -42,14 +43,15 @@ def median_s(times):
     return statistics.median(times[1:] if len(times) > 2 else times)  # the first call warms up
 
 
-def stream_read_gbs(n_bytes, threads, repeats, cold):
-    """GB/s of a plain read: of one n_bytes buffer again and again (hot), or cycling a 256 MB buffer (cold)."""
-    buf = np.ones(max(n_bytes, COLD_BYTES) if cold else n_bytes, dtype=np.uint8)
+def stream_read_gbs(buf, threads, repeats):
     times, _ = _ext.kernels.bench_stream_read(buf, threads, repeats)
     return buf.nbytes / median_s(times) / 1e9
 
 
-def bench_matvec(isa, wtype, shape, threads, repeats, rng):
+def bench_matvec(isa, wtype, shape, threads, repeats, rng, rounds=5):
+    """(weight bytes, [(where, kernel GB/s, read GB/s)]): the kernel and the plain read of as many bytes (hot: one
+    buffer of the matrix's size read again and again; cold: a 256 MB buffer) timed in alternating rounds, so that
+    a slow minute of a shared machine weighs on both; medians over the rounds."""
     n, k = shape
     w = make_weight(isa, n, k, wtype, rng)
     x = rng.standard_normal((1, k), dtype=np.float32)
@@ -57,23 +59,29 @@ def bench_matvec(isa, wtype, shape, threads, repeats, rng):
     rows = []
     for cold in (False, True):
         ws = copies(w, max(1, -(-COLD_BYTES // nb))) if cold else [w]
-        t = median_s(_ext.kernels.bench_matmul(isa, x, ws, threads, max(repeats, len(ws) + 1)))
-        ref = stream_read_gbs(nb, threads, repeats * 4, cold)
-        rows.append(("cold" if cold else "hot", nb / t / 1e9, ref))
+        buf = np.ones(max(nb, COLD_BYTES) if cold else nb, dtype=np.uint8)
+        reps = max(repeats, len(ws) + 1)
+        kern, read = [], []
+        for _ in range(rounds):
+            kern.append(nb / median_s(_ext.kernels.bench_matmul(isa, x, ws, threads, reps)) / 1e9)
+            read.append(stream_read_gbs(buf, threads, max(3, repeats // 2 if cold else repeats * 4)))
+        rows.append(("cold" if cold else "hot", statistics.median(kern), statistics.median(read)))
+        del ws, buf
     return nb, rows
 
 
-def bench_prefill(isa, wtype, shape, t_tokens, threads, repeats, rng):
+def bench_prefill(isa, wtype, shape, t_tokens, threads, repeats, rng, rounds=5):
+    """(GOP/s, int8 peak GOP/s or None for f16), timed in alternating rounds; medians over the rounds."""
     n, k = shape
     w = make_weight(isa, n, k, wtype, rng)
     x = rng.standard_normal((t_tokens, k), dtype=np.float32)
-    t = median_s(_ext.kernels.bench_matmul(isa, x, [w], threads, repeats))
-    return 2.0 * t_tokens * n * k / t / 1e9
-
-
-def int8_peak_gops(isa, threads, repeats):
-    times, ops = _ext.kernels.bench_int8_peak(isa, threads, repeats)
-    return ops / median_s(times) / 1e9
+    gops, peak = [], []
+    for _ in range(rounds):
+        gops.append(2.0 * t_tokens * n * k / median_s(_ext.kernels.bench_matmul(isa, x, [w], threads, repeats)) / 1e9)
+        if wtype != "f16":  # float arithmetic: no int8 peak to compare with
+            times, ops = _ext.kernels.bench_int8_peak(isa, threads, 3)
+            peak.append(ops / median_s(times) / 1e9)
+    return statistics.median(gops), (statistics.median(peak) if peak else None)
 
 
 def main(argv=None):
@@ -86,8 +94,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     isa = args.isa or build_info()["isa_selected"]
     rng = np.random.default_rng(0)
-    print(f"isa {isa}; weight bytes/s relative to a plain read of the same bytes in the same run (median of "
-          f"{args.repeats})")
+    print(f"isa {isa}; kernel and reference timed in 5 alternating rounds (each the median of {args.repeats} "
+          "calls); medians of the rounds")
     print("\nmatrix-vector (decode)")
     print(f"{'type':5} {'N x K':>11} {'MB':>6} {'thr':>3} {'where':5} {'GB/s':>6} {'read GB/s':>9} {'ratio':>6}")
     for wtype in args.types:
@@ -102,14 +110,12 @@ def main(argv=None):
     for wtype in args.types:
         for shape in PREFILL_SHAPES:
             for th in args.threads:
-                g = bench_prefill(isa, wtype, shape, args.tokens, th, args.repeats, rng)
-                if wtype == "f16":  # float arithmetic: no int8 peak to compare with
+                g, peak = bench_prefill(isa, wtype, shape, args.tokens, th, args.repeats, rng)
+                if peak is None:
                     print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {th:3d} {g:6.1f} {'-':>10} {'-':>6}", flush=True)
-                    continue
-                peak = int8_peak_gops(isa, th, 5)
-                print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {th:3d} {g:6.1f} {peak:10.1f} {g / peak:6.2f}",
-                      flush=True)
-
+                else:
+                    print(f"{wtype:5} {shape[0]:>5}x{shape[1]:<5} {th:3d} {g:6.1f} {peak:10.1f} {g / peak:6.2f}",
+                          flush=True)
 
 if __name__ == "__main__":
     main()
