@@ -14,25 +14,16 @@ import numpy as np
 import pyinfer
 
 
-def time_pyinfer(model, ids, one_by_one):
-    model.reset()
+def time_eval(engine, ids, one_by_one):
+    """Seconds to run ids from an empty cache: one call, or one call per token.  Both engines have reset() and
+    eval(tokens) (pyinfer.Model and llama_cpp.Llama)."""
+    engine.reset()
     t0 = time.perf_counter()
     if one_by_one:
         for tok in ids:
-            model.eval([tok])
+            engine.eval([tok])
     else:
-        model.eval(ids)
-    return time.perf_counter() - t0
-
-
-def time_llama_cpp(llm, ids, one_by_one):
-    llm.reset()
-    t0 = time.perf_counter()
-    if one_by_one:
-        for tok in ids:
-            llm.eval([tok])
-    else:
-        llm.eval(ids)
+        engine.eval(ids)
     return time.perf_counter() - t0
 
 
@@ -65,11 +56,11 @@ def main(argv=None):
                     verbose=False)
         row = [str(th)]
         for ids, one in ((pp, False), (tg, True)):
-            time_pyinfer(ours, ids[:4], one), time_llama_cpp(ref, ids[:4], one)  # warm-up
+            time_eval(ours, ids[:4], one), time_eval(ref, ids[:4], one)  # warm-up
             a, b = [], []
             for _ in range(args.repeats):
-                a.append(len(ids) / time_pyinfer(ours, ids, one))
-                b.append(len(ids) / time_llama_cpp(ref, ids, one))
+                a.append(len(ids) / time_eval(ours, ids, one))
+                b.append(len(ids) / time_eval(ref, ids, one))
             ma, mb = statistics.median(a), statistics.median(b)
             row += [f"{ma:.1f}", f"{mb:.1f}", f"{ma / mb:.2f}"]
         print("| " + " | ".join(row) + " |", flush=True)
