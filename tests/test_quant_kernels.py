@@ -139,3 +139,20 @@ def test_get_row_dequantizes(isa, name):
     raw = quantize(w, qtype)
     for r in range(5):
         assert np.array_equal(K.get_row(isa, (raw, type_id, 96), r), dequantize(raw, qtype)[r])
+
+
+def test_benchmark_helpers():
+    """The references benchmarks/bench_kernels.py divides by: a plain read really reads every 64-byte line, the int8
+    peak loop reports its operation count, the timed matmul checks its weights like matmul does."""
+    buf = np.random.default_rng(5).integers(0, 256, size=64 * 1000 + 40, dtype=np.uint8)
+    times, checksum = K.bench_stream_read(buf, 2, 3)
+    assert len(times) == 3 and min(times) > 0
+    assert checksum == int(np.bitwise_xor.reduce(buf[:64 * 1000].view(np.uint64)))  # three passes: x ^ x ^ x = x
+    for isa in ISAS:
+        times, ops = K.bench_int8_peak(isa, 1, 2, 1000)
+        assert len(times) == 2 and ops == 2 * 32 * 4 * 1000
+    w = (quantize(np.ones((8, 64), np.float32), Q.Q8_0), 8, 64)
+    assert len(K.bench_matmul("ref", np.ones((2, 64), np.float32), [w, w], 1, 5)) == 5
+    w_other = (quantize(np.ones((4, 64), np.float32), Q.Q8_0), 8, 64)
+    with pytest.raises(ValueError, match="same shape"):
+        K.bench_matmul("ref", np.ones((2, 64), np.float32), [w, w_other], 1, 5)
