@@ -99,7 +99,17 @@ def top_logprobs_of(lp, n):
     return [(int(i), float(lp[i])) for i in order]
 
 
-class Generation:
+class _GeneratorIterator:
+    """The iterator protocol over self._it, the generator a subclass makes in __init__."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+
+class Generation(_GeneratorIterator):
     """An iterator of generated token ids over one model; .stats fills in as it runs and is final once it ends.
 
     Validates up front (the constructor raises, not the first next()). The prompt's longest cached prefix is kept
@@ -137,12 +147,6 @@ class Generation:
         self.top_logprobs = [] if self.n_logprobs is not None else None
         self.stats = GenerationStats(n_prompt=n)
         self._it = self._run()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._it)
 
     def close(self):
         self._it.close()
@@ -252,7 +256,7 @@ def _first_match(text, stop):
     return min(hits) if hits else -1
 
 
-class TextStream:
+class TextStream(_GeneratorIterator):
     """Text pieces of a stream of token ids: never a partial UTF-8 character, never an empty piece. With stop
     strings, text that could still complete one is held back until it cannot, and a completed stop string ends the
     stream (the generation is finished with reason "stop") with neither it nor anything after it emitted; the
@@ -269,12 +273,6 @@ class TextStream:
         self._on_finish = on_finish
         self._done = False
         self._it = self._run()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._it)
 
     def close(self):
         self._it.close()

@@ -196,3 +196,18 @@ def llama_cpp_converter_dir() -> Path:
             raise
         sdist.unlink()
     return out
+
+
+def stdlib_sources(n_files, max_chars):
+    """Texts (at most max_chars each) of n_files .py files spread evenly over the standard library (site-packages
+    excluded): natural-ish text for tokenizer corpora that needs no download."""
+    root = os.path.dirname(os.__file__)
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
+        paths.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+    texts = []
+    for p in paths[::max(1, len(paths) // n_files)][:n_files]:
+        with open(p, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read()[:max_chars])
+    return texts

@@ -3,35 +3,13 @@ holds exactly the generated text (== the Python API's), timings go to stderr, er
 non-zero exit and no traceback. Ctrl-C is exercised in-process with a model whose eval raises KeyboardInterrupt.
 """
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 import pyinfer
+from subproc import assert_one_line_error, run_cli
 
 PROMPT = "Once upon a time"
-
-
-def run_cli(*args, timeout=300):
-    """(exit code, stdout, stderr) of `python -m pyinfer.cli ARGS`, using the same pyinfer as this process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(pyinfer.__file__)))
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    r = subprocess.run([sys.executable, "-m", "pyinfer.cli", *map(str, args)], capture_output=True, env=env,
-                       timeout=timeout)
-    # bytes -> str by hand: text=True would turn a generated "\r" into "\n"
-    return r.returncode, r.stdout.decode("utf-8"), r.stderr.decode("utf-8")
-
-
-def assert_one_line_error(rc, out, err, expect_rc=None):
-    assert rc != 0 if expect_rc is None else rc == expect_rc, (rc, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert out == ""
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

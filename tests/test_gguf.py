@@ -6,8 +6,6 @@ bytes; quantized logits are judged against the float64 oracle run on the same we
 import mmap
 import os
 import random
-import subprocess
-import sys
 
 import gguf
 import numpy as np
@@ -21,7 +19,8 @@ from pyinfer import quantize as pq
 from pyinfer.tokenizer import BPETokenizer
 
 from reference.gpt2_numpy import gpt2_forward
-from tolerances import MODEL_F16_VS_F32, MODEL_F32_VS_HF, assert_close, rel_error
+from subproc import run_py
+from tolerances import MODEL_F16_VS_F32, MODEL_F32_VS_HF, assert_close, rel_error, top1_agreement
 
 # ---------------------------------------------------------------------------------------------------------------
 # Bounds for quantized models (to be moved into tests/tolerances.py by whoever owns it)
@@ -59,19 +58,6 @@ QTYPE_IDS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f16": QT.F16, "
 def repo_root():
     """The checkout holding tests/ and tools/ (pyinfer itself may be installed elsewhere)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def pyinfer_root():
-    """The folder from which this process imported pyinfer (the installed package's parent)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(pyinfer.__file__)))
-
-
-def run_py(args, timeout=300):
-    """(exit code, stdout, stderr) of `python ARGS` using the same pyinfer as this process."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join([pyinfer_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    r = subprocess.run([sys.executable, *map(str, args)], capture_output=True, env=env, timeout=timeout)
-    return r.returncode, r.stdout.decode("utf-8"), r.stderr.decode("utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +106,6 @@ def oracle_logits(gguf_path, ids):
 
 def gguf_types(path) -> dict:
     return {t.name: t.tensor_type for t in gguf_file.read_gguf(path).tensors}
-
-
-def top1_agreement(a, b) -> float:
-    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

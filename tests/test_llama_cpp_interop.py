@@ -18,7 +18,8 @@ import pyinfer
 from pyinfer import quantize as pq
 
 from tolerances import (CONVERTED_Q8_0_TOP1_VS_HF, CONVERTED_Q8_0_VS_HF, LLAMA_CPP_GPT2_F32, LLAMA_CPP_GPT2_Q8_0,
-                        LLAMA_CPP_GPT2_Q8_0_TOP1, MODEL_F32_VS_HF, assert_close, rel_error)
+                        LLAMA_CPP_GPT2_Q8_0_TOP1, MODEL_F32_VS_HF, assert_close, rel_error,
+                        top1_agreement)
 
 TEXT = ("The quick brown fox jumps over the lazy dog. GGUF files hold tensors, metadata and a tokenizer; "
         "this text is long enough to give some sixty positions to compare, with numbers (3.14, 2024), "
@@ -33,10 +34,6 @@ N_CTX = 128  # the fixture's n_positions
 def _llama_cpp():
     return pytest.importorskip("llama_cpp", reason="llama-cpp-python (the llama.cpp reference) is an optional "
                                "test dependency: `pip install llama-cpp-python==0.3.36` (CI installs it)")
-
-
-def top1_agreement(a, b) -> float:
-    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

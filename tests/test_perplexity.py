@@ -6,10 +6,7 @@ edges on a fake model whose windows are recorded, KLD against itself (exactly 0)
 import inspect
 import json.decoder
 import math
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -19,6 +16,7 @@ import pyinfer
 from pyinfer.perplexity import kl_divergence, perplexity, token_logprobs
 
 import tolerances
+from subproc import assert_one_line_error, run_cli
 
 N_CTX = 128  # gpt2_small's context; perplexity's default window is min(512, n_ctx)
 
@@ -266,24 +264,6 @@ def test_kld_needs_the_same_tokenizer(model):
 
 # ----------------------------------------------------------------------------------------------------------------
 # command line
-
-
-def run_cli(*args, timeout=300):
-    """(exit code, stdout, stderr) of `python -m pyinfer.cli ARGS`, using the same pyinfer as this process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(pyinfer.__file__)))
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    r = subprocess.run([sys.executable, "-m", "pyinfer.cli", *map(str, args)], capture_output=True, env=env,
-                       timeout=timeout)
-    return r.returncode, r.stdout.decode("utf-8"), r.stderr.decode("utf-8")
-
-
-def assert_one_line_error(rc, out, err):
-    assert rc != 0, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert out == ""
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 import pyinfer
 from assets import smollm2_gguf_path
-from tolerances import LLAMA_CPP_LOGITS_REL, LLAMA_CPP_TOP1
+from tolerances import LLAMA_CPP_LOGITS_REL, LLAMA_CPP_TOP1, rel_error, top1_agreement
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the llama.cpp reference) is not installed; "
                                 "`pip install llama-cpp-python==0.3.36` (CI installs it)")
@@ -104,8 +104,7 @@ def test_teacher_forced_logits_match_llama_cpp(ours, ref):
     ids = ours.tokenize(CORPUS * 3)[:300]
     a = ours.forward(ids)
     b = ref_logits(ref, ids)
-    top1 = float(np.mean(a.argmax(-1) == b.argmax(-1)))
-    rel = float(np.abs(a - b).max() / np.abs(b).max())
+    top1, rel = top1_agreement(a, b), rel_error(a, b)
     print(f"top-1 agreement {top1:.4f}, max|Δ|/max|ref| {rel:.3e} over {len(ids)} positions")
     assert top1 >= LLAMA_CPP_TOP1, f"top-1 agreement with llama.cpp {top1:.4f}"
     assert rel <= LLAMA_CPP_LOGITS_REL, f"max|Δ| relative to max|logit| {rel:.3e}"

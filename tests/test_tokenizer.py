@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 tiktoken = pytest.importorskip("tiktoken")
 
-from assets import gpt2_ranks, gpt2_tokenizer_files  # noqa: E402
+from assets import gpt2_ranks, gpt2_tokenizer_files, stdlib_sources  # noqa: E402
 from pyinfer.tokenizer import BPETokenizer, IncrementalDecoder  # noqa: E402
 from tiktoken_ext.openai_public import r50k_pat_str as GPT2_PAT  # noqa: E402  tiktoken's own GPT-2 regex
 
@@ -47,25 +47,10 @@ def ref():
 # Corpus
 # ---------------------------------------------------------------------------------------------------------------
 
-def _stdlib_sources(n_files=200, max_chars=200_000):
-    """Texts of n_files .py files spread evenly over the standard library (site-packages excluded)."""
-    root = os.path.dirname(os.__file__)
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        paths.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
-    step = max(1, len(paths) // n_files)
-    texts = []
-    for p in paths[::step][:n_files]:
-        with open(p, encoding="utf-8", errors="replace") as f:
-            texts.append(f.read()[:max_chars])
-    return texts
-
-
 def stdlib_corpus():
     """Whole files, lines and random chunks (1..3000 chars) of stdlib sources."""
     rng = random.Random(1234)
-    texts = _stdlib_sources()
+    texts = stdlib_sources(n_files=200, max_chars=200_000)
     out = list(texts[::4])                                             # whole files
     for t in texts:
         lines = t.splitlines(keepends=True)

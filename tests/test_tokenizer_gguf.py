@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 gguf = pytest.importorskip("gguf")
 
-from assets import gguf_metadata, smollm2_gguf_path  # noqa: E402
+from assets import gguf_metadata, smollm2_gguf_path, stdlib_sources  # noqa: E402
 from pyinfer.gguf_file import tokenizer_from_gguf  # noqa: E402
 from pyinfer.tokenizer import (PRETOKENIZER_PATTERNS, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED,  # noqa: E402
                                BPETokenizer, IncrementalDecoder, gguf_special_tokens)
@@ -66,16 +66,9 @@ def write_metadata_gguf(metadata: dict, dst):
 
 def stdlib_corpus(n_files=120, seed=1234):
     """Lines, random chunks (cut anywhere) and a few whole files of the standard library's .py sources."""
-    root = os.path.dirname(os.__file__)
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        paths.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
     rng = random.Random(seed)
     out = []
-    for k, p in enumerate(paths[::max(1, len(paths) // n_files)][:n_files]):
-        with open(p, encoding="utf-8", errors="replace") as f:
-            text = f.read()[:100_000]
+    for k, text in enumerate(stdlib_sources(n_files, max_chars=100_000)):
         if k % 10 == 0:
             out.append(text[:20_000])
         lines = text.splitlines(keepends=True)

@@ -94,6 +94,11 @@ def rel_error(actual, ref) -> float:
     return float(diff / scale)
 
 
+def top1_agreement(a, b) -> float:
+    """Fraction of rows (positions) whose argmax (top-1 token) is the same in a and b."""
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
 def assert_close(actual, ref, rel, what="value"):
     """Assert max|actual - ref| <= rel * max|ref|; on failure name the worst index and both values there."""
     actual = np.asarray(actual, dtype=np.float64)
