@@ -11,11 +11,16 @@
 namespace pyinfer {
 
 // Weight storage types; the numbers are ggml's `enum ggml_type` values so GGUF ids pass straight through.
-enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };
+enum class DType : int {
+    F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
+    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14,
+};
 
 const char* dtype_name(DType t);
 DType dtype_from_id(int id);  // throws std::invalid_argument naming the supported ids
 bool dtype_is_quantized(DType t);
+// Weights per block: 1 for F32/F16, 32 for Q4_0..Q8_0, 256 for the K-quants (QK_K).
+int64_t dtype_block_size(DType t);
 // Bytes needed for one row of n elements (throws if n does not fit the type's block size).
 size_t dtype_row_bytes(DType t, int64_t n);
 

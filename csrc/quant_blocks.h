@@ -1,7 +1,7 @@
-// Block formats, bit-compatible with ggml's (ggml-common.h): 32 weights per block, an fp16 scale (and min).
-// Plus block_q8a, the activation block (never stored in files): activations are quantized to it on the fly so that
-// every weight type's dot product runs in integer arithmetic. Its rounding follows ggml's x86 activation quantizer
-// (q8_0 / q8_1 in ggml-cpu), so quantized logits track llama.cpp's closely.
+// Block formats, bit-compatible with ggml's (ggml-common.h): 32-weight blocks with an fp16 scale (and min), and
+// 256-weight K-quant super-blocks with packed sub-block scales.  Plus the activation blocks (never stored in files):
+// block_q8a (32 values) for the 32-blocks and block_q8_K (256 values) for the K-quants, so that every weight type's
+// dot product runs in integer arithmetic.  Their rounding follows ggml's x86 activation quantizers.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +30,74 @@ struct block_q4_1 {   // x[i] = d * nibble[i] + m; nibbles packed as in q4_0
     uint8_t qs[QK / 2];
 };
 static_assert(sizeof(block_q4_1) == 4 + QK / 2, "block_q4_1 must match ggml's layout (20 bytes)");
+
+struct block_q5_0 {   // x[i] = d * ((nibble[i] | bit[i] << 4) - 16); bit i of qh (little-endian u32) is element i's
+    fp16_t d;         // 5th bit; nibbles packed as in q4_0
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+};
+static_assert(sizeof(block_q5_0) == 2 + 4 + QK / 2, "block_q5_0 must match ggml's layout (22 bytes)");
+
+struct block_q5_1 {   // x[i] = d * (nibble[i] | bit[i] << 4) + m
+    fp16_t d;
+    fp16_t m;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+};
+static_assert(sizeof(block_q5_1) == 4 + 4 + QK / 2, "block_q5_1 must match ggml's layout (24 bytes)");
+
+// ---- K-quants: super-blocks of QK_K = 256 weights (ggml-common.h) ----
+constexpr int QK_K = 256;
+constexpr int K_SCALE_SIZE = 12;  // q4_K / q5_K: 8 6-bit scales + 8 6-bit mins packed in 12 bytes
+
+struct block_q2_K {   // 16 sub-blocks of 16: x = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4), q 2 bits
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    fp16_t d;
+    fp16_t dmin;
+};
+static_assert(sizeof(block_q2_K) == 2 * 2 + QK_K / 16 + QK_K / 4, "block_q2_K must match ggml's layout (84 bytes)");
+
+struct block_q3_K {   // 16 sub-blocks of 16: x = d * (scale6[j] - 32) * (q2 - (hmask bit set ? 0 : 4))
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    fp16_t d;
+};
+static_assert(sizeof(block_q3_K) == 2 + QK_K / 4 + QK_K / 8 + 12, "block_q3_K must match ggml's layout (110 bytes)");
+
+struct block_q4_K {   // 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j], sc/m 6 bits in scales, q 4 bits
+    fp16_t d;
+    fp16_t dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(block_q4_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2, "block_q4_K must match ggml's layout (144 bytes)");
+
+struct block_q5_K {   // as q4_K with a 5th bit per weight in qh
+    fp16_t d;
+    fp16_t dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(block_q5_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2 + QK_K / 8,
+              "block_q5_K must match ggml's layout (176 bytes)");
+
+struct block_q6_K {   // 16 sub-blocks of 16: x = d * scales[j] * (q6 - 32); low 4 bits in ql, high 2 in qh
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    fp16_t d;
+};
+static_assert(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K must match ggml's layout (210 bytes)");
+
+struct block_q8_K {   // activations for the K-quants (ggml's layout): x[i] ~= d * qs[i]; bsums: sums of 16 qs
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+};
+static_assert(sizeof(block_q8_K) == 4 + QK_K + QK_K / 16 * 2, "block_q8_K must match ggml's layout (292 bytes)");
 
 struct block_q8a {    // activations: x[i] ~= d * qs[i]; s = d * sum(qs) for q4_1's offset term
     float d;          // fp16-representable: amax / 127 rounded to fp16
