@@ -231,8 +231,9 @@ class Model:
 
 
 def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None) -> Model:
-    """Load a model: a GGUF file, a Hugging Face folder (config.json + safetensors + tokenizer files), or with no
-    path the default model (SmolLM2-135M-Instruct Q4_1, downloaded into ~/.cache/pyinfer on first use).
+    """Load a model: a GGUF file, a Hugging Face folder (config.json + safetensors + tokenizer files), a named model
+    ("smollm2-135m", "gemma3-270m": fetched into ~/.cache/pyinfer on first use), or with no path the default model
+    (SmolLM2-135M-Instruct Q4_1).
 
     dtype: None keeps weights as stored (GGUF block-quantized matrices stay quantized); "f16" converts matrices
     to float16 at load; "f32" to float32 (both dequantize block formats).
@@ -245,6 +246,9 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
     if path is None:  # the default model, SmolLM2-135M-Instruct, fetched into the cache on first use
         from .models import default_model_path
         path = default_model_path()
+    from .models import NAMED_MODELS, named_model_path
+    if isinstance(path, str) and path in NAMED_MODELS and not os.path.exists(path):  # e.g. "gemma3-270m"
+        path = named_model_path(path)
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
