@@ -30,6 +30,8 @@ struct Kernels {
                  const float* cos_sin, bool neox);
     // g (n) in place: silu(g) * u = g / (1 + exp(-g)) * u   (SwiGLU)
     void (*silu_mul)(float* g, const float* u, int64_t n);
+    // g (n) in place: gelu_tanh(g) * u   (GeGLU, Gemma)
+    void (*gelu_mul)(float* g, const float* u, int64_t n);
     // x (n) in place: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
     void (*gelu_tanh)(float* x, int64_t n);
     // x (n) in place: exp(x - max) / sum
@@ -39,10 +41,11 @@ struct Kernels {
     // [omp] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
     // spans: rows j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g. beams), rows
     // j >= n_shared from (k, v) at row j - n_shared.  out (T, n_head*hd); q (T, n_head*hd); k/v rows have kv_stride
-    // floats (n_head_kv*hd used); scratch: n_threads * (n_past + T) floats.  Query t sees positions 0 .. n_past + t.
+    // floats (n_head_kv*hd used); scratch: n_threads * (n_past + T) floats.  Query t (position p = n_past + t) sees
+    // positions 0 .. p, or with n_window > 0 (sliding-window attention) only p - n_window + 1 .. p.
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
-                      int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
+                      int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);
     // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers
     void (*quantize_row)(void* out, const float* x, int64_t n, DType t);
     // Benchmark reference, not a kernel: n_iter rounds of this ISA's int8 block dot instructions (AVX2
