@@ -18,8 +18,10 @@ GGUF_MAX_DIMS = 4
 _HEADER_BYTES = 24  # magic u32, version u32, n_tensors u64, n_kv u64
 
 # GGML type ids (ggml.h) of the tensor types pyinfer runs; others are refused with their name.
-GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 0, 1, 2, 3, 8
-SUPPORTED_TYPES = (GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1)
+GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0 = 0, 1, 2, 3, 6, 7, 8
+GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K = 10, 11, 12, 13, 14  # K-quants: 256-weight super-blocks
+SUPPORTED_TYPES = (GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1,
+                   GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K)
 
 
 def is_gguf(path) -> bool:
@@ -425,7 +427,8 @@ def load_gguf(path, dtype: str | None = None):
     tensors uses GGUF names (`blk.N.attn_qkv.weight`). A vector is a float32 array (F16 vectors are converted,
     quantized ones dequantized). A matrix is, with dtype=None, a float32/float16 array (n_rows, n_cols) viewing
     the file, or for a block-quantized type the tuple (raw, ggml_type, n_cols): raw the uint8 (n_rows, row_bytes)
-    bytes of the file, ggml_type the GGML type id (Q8_0=8, Q4_0=2, Q4_1=3). dtype="f32"/"f16" converts every
+    bytes of the file, ggml_type the GGML type id (one of SUPPORTED_TYPES: Q4_0=2, Q4_1=3, Q5_0=6, Q5_1=7,
+    Q8_0=8, Q2_K=10 .. Q6_K=14). dtype="f32"/"f16" converts every
     matrix to that float type, dequantizing block formats (a copy). tokenizer_fields holds every `tokenizer.*`
     metadata key with its value, for tokenizer_from_gguf().
 
@@ -465,8 +468,9 @@ def load_gguf(path, dtype: str | None = None):
             continue
         ggml_type = int(t.tensor_type)
         if ggml_type not in SUPPORTED_TYPES:
-            problems.append(f"tensor '{t.name}' has type {t.tensor_type.name}, which pyinfer does not support "
-                            f"(supported: {supported}); requantize with `pyinfer quantize`")
+            problems.append(f"tensor '{t.name}' has type {t.tensor_type.name}, which pyinfer does not run "
+                            f"(supported: {supported}); requantize the file to one of those, e.g. with "
+                            "`pyinfer quantize`")
             continue
         if len(shape) == 1:
             tensors[t.name] = tensor_to_float(t, np.float32)  # [n]

@@ -544,8 +544,8 @@ def malformed(gpt2_small, to_gguf, tmp_path_factory):
     cases["string-too-long"] = (_patched(src, d / "str.gguf", name_at, u64(2 ** 62)), "past the end|exceeds maximum")
     cases["array-too-long"] = (_patched(src, d / "arr.gguf", tokens_at + 8 + len("tokenizer.ggml.tokens") + 8,
                                         u64(2 ** 60)), "claims")
-    cases["unsupported-type"] = (_rewrite(src, d / "q5.gguf", retype={"blk.0.ffn_up.weight": QT.Q5_0}),
-                                 "blk.0.ffn_up.weight' has type Q5_0, which pyinfer does not support")
+    cases["unsupported-type"] = (_rewrite(src, d / "bf16.gguf", retype={"blk.0.ffn_up.weight": QT.BF16}),
+                                 "blk.0.ffn_up.weight' has type BF16, which pyinfer does not run")
     cases["unsupported-arch"] = (_rewrite(src, d / "arch.gguf", meta={"general.architecture": "mamba"}),
                                  "architecture 'mamba' is not supported")
     cases["missing-tensor"] = (_rewrite(src, d / "miss.gguf", drop={"blk.1.ffn_up.weight"}),

@@ -13,9 +13,11 @@ from tolerances import KERNEL_F32, QUANT_ACT_VS_F32, assert_close
 
 K = _ext.kernels
 ISAS = pyinfer.build_info()["isa_available"]
-TYPES = {"q8_0": (8, Q.Q8_0), "q4_0": (2, Q.Q4_0), "q4_1": (3, Q.Q4_1)}
-# (type, max relative RMS round-trip error on N(0, 1) blocks): Q8_0 keeps 8 bits, Q4_x 4 bits
-ROUNDTRIP_RMS = {"q8_0": 0.01, "q4_0": 0.15, "q4_1": 0.12}
+TYPES = {"q8_0": (8, Q.Q8_0), "q4_0": (2, Q.Q4_0), "q4_1": (3, Q.Q4_1), "q5_0": (6, Q.Q5_0), "q5_1": (7, Q.Q5_1)}
+# (type, max relative RMS round-trip error on N(0, 1) blocks): Q8_0 keeps 8 bits, Q4_x 4 bits, Q5_x 5 bits (half the
+# step of Q4_x)
+ROUNDTRIP_RMS = {"q8_0": 0.01, "q4_0": 0.15, "q4_1": 0.12, "q5_0": 0.075, "q5_1": 0.06}
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
 
 
 def awkward_rows(rng, n_rows=41, n=256):
@@ -52,12 +54,12 @@ def test_roundtrip_error_bound(name):
 
 
 def test_block_sizes_and_bad_rows():
-    for name, size in (("q8_0", 34), ("q4_0", 18), ("q4_1", 20)):
+    for name, size in BLOCK_BYTES.items():
         assert K.quantize("ref", np.zeros((1, 64), np.float32), TYPES[name][0]).shape == (1, 2 * size)
     with pytest.raises(ValueError, match="multiple of 32"):
         K.quantize("ref", np.zeros((1, 40), np.float32), 8)
     with pytest.raises(ValueError, match="unsupported ggml type"):
-        K.quantize("ref", np.zeros((1, 64), np.float32), 12)
+        K.quantize("ref", np.zeros((1, 64), np.float32), 9)  # Q8_1: an activation type, never a weight
     with pytest.raises(ValueError, match="bytes"):
         K.matmul("ref", np.zeros((1, 64), np.float32), (np.zeros((2, 60), np.uint8), 8, 64))
 
@@ -78,15 +80,17 @@ def q8a_oracle(x):
 
 def quant_matmul_oracle(x, raw, qtype):
     """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding).
-    q4_1's offset term uses the stored s = fp16(d * sum q), as ggml does."""
+    q4_1's / q5_1's offset term uses the stored s = fp16(d * sum q), as ggml does."""
     d_x, s_x, q_x = q8a_oracle(x)  # [T, nb], [T, nb], [T, nb, 32]
     T, nb = d_x.shape
-    if qtype == Q.Q4_1:
-        blocks = raw.reshape(raw.shape[0], nb, 20)
+    if qtype in (Q.Q4_1, Q.Q5_1):
+        blocks = raw.reshape(raw.shape[0], nb, -1)
         dw = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)  # [N, nb]
         mw = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
-        nib = blocks[..., 4:]
-        qw = np.concatenate([nib & 0x0F, nib >> 4], -1).astype(np.int64)  # [N, nb, 32]
+        unit = blocks.copy()  # the same blocks with d = 1, m = 0: gguf's dequantize gives the integer q
+        unit[..., 0:2] = np.array([1.0], np.float16).view(np.uint8)
+        unit[..., 2:4] = 0
+        qw = dequantize(unit.reshape(raw.shape), qtype).reshape(raw.shape[0], nb, 32).astype(np.int64)  # [N, nb, 32]
         isum = np.einsum("tbi,nbi->tnb", q_x, qw)  # exact integers
         return (np.einsum("tb,nb,tnb->tn", d_x, dw, isum.astype(np.float64))
                 + np.einsum("tb,nb->tn", s_x, mw))

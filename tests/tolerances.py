@@ -50,6 +50,24 @@ KV_CACHE_VS_RECOMPUTE = 1e-5
 # a wrong scale, block offset or nibble order gives errors of order 1.
 QUANT_ACT_VS_F32 = 1e-2
 
+# A K-quant matmul (Q2_K..Q6_K) vs the float64 oracle that rounds the activations the same way (ggml's q8_K rule) and
+# uses gguf's dequantized weights: the kernel's integer super-block sums are exact, what remains is f32 rounding of
+# a few float ops per 256-weight super-block (and of sums above 2^24 converted to float), plus the cancellation
+# between the q*scale sum and the min term on random bytes. Measured 0.7e-7..2.2e-7 (random bytes, K up to 8192, and
+# Gemma 3's real Q4_K/Q6_K rows); 2e-6 keeps ~10x margin. One activation rounded the other way (a different rounding
+# rule or scale) moves the result by ~1/(127 sqrt(K)) ~ 2e-4; a wrong scale, min term or bit layout is O(1).
+KQUANT_VS_ORACLE = 2e-6
+
+# A random Llama GGUF of Q5_0/Q4_K/Q5_K/Q6_K/Q8_0 matrices (tests/test_gguf_kquant.py) in pyinfer vs the same file
+# loaded with dtype="f32" (weights dequantized by gguf): the weights are identical, only the kernels' 8-bit
+# activation rounding (32-blocks for Q5_0/Q8_0, 256-blocks for the K-quants) differs, and the random fixture
+# amplifies it from layer to layer and through the KV cache. Judged at the first position (no attention mixing yet):
+# measured 0.021..0.039 x max|logit| on three texts, bound 0.1; and by top-1 agreement over all positions: measured
+# 0.84..0.89 (whole-sequence max error 0.13..0.29 comes from a few chaotic positions), bound 0.75. A misread block
+# layout or scale gives O(1) errors and chance-level agreement.
+KQUANT_MODEL_POS0_VS_F32 = 0.1
+KQUANT_MODEL_TOP1_VS_F32 = 0.75
+
 # The default model (Q4_1) in pyinfer vs llama.cpp, teacher-forced logits over a few hundred positions. Same weights
 # and the same activation quantization rule (position 0 matches llama.cpp bit for bit with an f32 KV cache), but
 # llama.cpp keeps its KV cache in f16 and its own results move by up to 3.1e-2 x max|logit| between evaluating a
@@ -77,6 +95,9 @@ TABLE = {
     "MODEL_F16_VS_F32": MODEL_F16_VS_F32,
     "KV_CACHE_VS_RECOMPUTE": KV_CACHE_VS_RECOMPUTE,
     "QUANT_ACT_VS_F32": QUANT_ACT_VS_F32,
+    "KQUANT_VS_ORACLE": KQUANT_VS_ORACLE,
+    "KQUANT_MODEL_POS0_VS_F32": KQUANT_MODEL_POS0_VS_F32,
+    "KQUANT_MODEL_TOP1_VS_F32": KQUANT_MODEL_TOP1_VS_F32,
     "MIN_TOP2_GAP": MIN_TOP2_GAP,
 }
 

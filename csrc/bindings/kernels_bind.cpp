@@ -158,6 +158,8 @@ static py::array_t<uint8_t> quantize_py(const std::string& isa, const py::array&
     const Kernels& K = kernels_named(isa);
     checked<float>(x, "x", 2);
     const DType t = dtype_from_id(type_id);
+    check_arg(quantize_supported(t), std::string("quantizing to ") + dtype_name(t) +
+                                         " is not supported (supported: F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)");
     const int64_t rows = x.shape(0), n = x.shape(1);
     const size_t rb = dtype_row_bytes(t, n);
     py::array_t<uint8_t> out({(py::ssize_t)rows, (py::ssize_t)rb});

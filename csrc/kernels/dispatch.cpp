@@ -26,7 +26,19 @@ const Kernels* kernels_for(Isa isa) {
 }
 
 size_t matmul_scratch_bytes(const Tensor& w, int64_t T) {
-    return dtype_is_quantized(w.dtype) ? (size_t)T * (size_t)(w.n_cols / QK) * sizeof(block_q8a) : 0;
+    if (!dtype_is_quantized(w.dtype)) return 0;
+    if (dtype_block_size(w.dtype) == QK_K)  // K-quants: block_q8_K activations
+        return (size_t)T * (size_t)(w.n_cols / QK_K) * sizeof(block_q8_K);
+    return (size_t)T * (size_t)(w.n_cols / QK) * sizeof(block_q8a);
+}
+
+bool quantize_supported(DType t) {
+    switch (t) {
+        case DType::F32: case DType::F16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
+        case DType::Q5_1:
+            return true;
+        default: return false;
+    }
 }
 
 const Kernels& kernels() {

@@ -46,7 +46,8 @@ struct Kernels {
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
                       int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);
-    // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers
+    // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers.
+    // Only the types of quantize_supported(); any other type writes nothing.
     void (*quantize_row)(void* out, const float* x, int64_t n, DType t);
     // Benchmark reference, not a kernel: n_iter rounds of this ISA's int8 block dot instructions (AVX2
     // maddubs + madd + add; VNNI vpdpbusd) on registers only, as the quantized matmul issues them.  Returns the int8
@@ -56,6 +57,9 @@ struct Kernels {
 
 // Scratch bytes matmul needs for weight w and T activation rows (0 for float weights).
 size_t matmul_scratch_bytes(const Tensor& w, int64_t T);
+
+// Whether quantize_row writes type t (it leaves the output alone for any other type); keep in step with its switch.
+bool quantize_supported(DType t);
 
 // The table for one ISA (nullptr if that ISA was not compiled in).
 const Kernels* kernels_for(Isa isa);

@@ -1,0 +1,129 @@
+"""K-quant (Q2_K..Q6_K) kernels, and the 32-weight Q5_0/Q5_1 on the same random-byte and real-file blocks: row
+dequantization equal to the gguf package's numpy code (np.array_equal), matmul bit-identical to the scalar twin on
+every ISA this machine runs, for every tile shape, batch and thread count, and close to a numpy oracle that rounds
+the activations as ggml's quantize_row_q8_K_ref and sums in float64.
+"""
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize
+
+import pyinfer
+from kquant_bytes import q8k_oracle, random_blocks
+from pyinfer import _ext
+from test_kernels import misaligned
+from tolerances import KQUANT_VS_ORACLE, QUANT_ACT_VS_F32, assert_close
+
+K = _ext.kernels
+ISAS = pyinfer.build_info()["isa_available"]
+KTYPES = {"q2_K": Q.Q2_K, "q3_K": Q.Q3_K, "q4_K": Q.Q4_K, "q5_K": Q.Q5_K, "q6_K": Q.Q6_K}
+ALL = {**KTYPES, "q5_0": Q.Q5_0, "q5_1": Q.Q5_1}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", ALL)
+def test_dequantize_random_blocks_equals_gguf(isa, name):
+    qtype = ALL[name]
+    rng = np.random.default_rng(0)
+    for n_rows, n_cols in ((1, 256), (2, 512), (7, 2560), (33, 1024)):
+        raw = random_blocks(qtype, n_rows, n_cols, rng)
+        want = dequantize(raw, qtype)
+        assert np.array_equal(K.dequantize(isa, raw, int(qtype), n_cols), want), f"{isa} {name} {n_rows}x{n_cols}"
+        assert np.array_equal(K.get_row(isa, (misaligned(raw, 3), int(qtype), n_cols), n_rows - 1), want[-1])
+
+
+def q8k_matmul_oracle(x, raw, qtype):
+    """float64 (d_x q_x) . w^T with w = gguf's dequantization: what the kernels compute up to f32 rounding."""
+    d, q = q8k_oracle(x)
+    xq = (q * d[..., None]).reshape(x.shape)
+    return xq @ dequantize(raw, qtype).astype(np.float64).T
+
+
+# (T, N, K): decode (T = 1) and prefill, 4-row tiles and 1-3 leftover rows, one super-block up to many
+SHAPES = ((1, 1, 256), (1, 4, 256), (1, 7, 512), (1, 70, 1024), (2, 5, 256), (3, 17, 768), (5, 64, 512),
+          (8, 33, 256), (9, 67, 2560))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", KTYPES)
+def test_kquant_matmul_vs_scalar_twin_and_oracle(isa, name):
+    qtype = KTYPES[name]
+    rng = np.random.default_rng(1)
+    for T, N, n_cols in SHAPES:
+        x = rng.standard_normal((T, n_cols)).astype(np.float32)
+        x[0, :256] *= 0 if T > 1 else 1  # an all-zero activation super-block (d = 0) in prefill
+        raw = random_blocks(qtype, N, n_cols, rng)
+        b = rng.standard_normal(N).astype(np.float32)
+        out = K.matmul(isa, x, (raw, int(qtype), n_cols), b)
+        assert np.array_equal(out, K.matmul("ref", x, (raw, int(qtype), n_cols), b)), f"{isa} {name} {T}x{N}x{n_cols}"
+        assert_close(out, q8k_matmul_oracle(x, raw, qtype) + b, KQUANT_VS_ORACLE, f"{isa} {name} T={T} N={N} vs oracle")
+        # misaligned views give the same bits
+        assert np.array_equal(K.matmul(isa, misaligned(x), (misaligned(raw, 5), int(qtype), n_cols), b), out)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", ALL)
+def test_rows_independent_of_batch_and_threads(isa, name):
+    qtype = ALL[name]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((11, 512)).astype(np.float32)
+    w = (random_blocks(qtype, 150, 512, rng), int(qtype), 512)
+    full = K.matmul(isa, x, w, None, 1)
+    assert np.array_equal(full, K.matmul(isa, x, w, None, 2)), "1 vs 2 threads"
+    assert np.array_equal(full, K.matmul("ref", x, w, None, 1)), "vs the scalar twin"
+    for t in range(11):
+        row = K.matmul(isa, x[t:t + 1].copy(), w, None, 2)
+        assert np.array_equal(row, full[t:t + 1]), f"decode row {t} vs prefill row"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# real blocks: Gemma 3 270M Q4_K_M as llama.cpp wrote it holds Q5_0, Q4_K, Q6_K and Q8_0 tensors
+# ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gemma_tensors():
+    from pyinfer import gguf_file, models
+    reader = gguf_file.read_gguf(models.named_model_path("gemma3-270m", quiet=True))
+    by_type = {}
+    for t in reader.tensors:
+        if len(t.shape) == 2 and t.tensor_type not in by_type:
+            by_type[t.tensor_type] = t
+    return by_type
+
+
+@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q4_K, Q.Q6_K, Q.Q8_0])
+def test_real_gemma_blocks(gemma_tensors, qtype):
+    t = gemma_tensors[qtype]
+    from pyinfer import gguf_file
+    raw = np.ascontiguousarray(gguf_file.tensor_raw(t)[:96])  # [96, row_bytes]
+    n_cols = int(t.shape[0])
+    want = dequantize(raw, qtype)
+    x = np.random.default_rng(3).standard_normal((3, n_cols)).astype(np.float32)
+    ref = K.matmul("ref", x, (raw, int(qtype), n_cols))
+    f32 = x.astype(np.float64) @ want.astype(np.float64).T
+    for isa in ISAS:
+        assert np.array_equal(K.dequantize(isa, raw, int(qtype), n_cols), want), f"{isa} {t.name} ({qtype.name})"
+        out = K.matmul(isa, x, (raw, int(qtype), n_cols))
+        assert np.array_equal(out, ref), f"{isa} {t.name}: SIMD vs scalar twin"
+        assert np.array_equal(K.matmul(isa, x[1:2].copy(), (raw, int(qtype), n_cols)), ref[1:2]), "decode vs prefill"
+        assert_close(out, f32, QUANT_ACT_VS_F32, f"{isa} {t.name} ({qtype.name}) vs dequantized f32 matmul")
+    if qtype in KTYPES.values():
+        assert_close(ref, q8k_matmul_oracle(x, raw, qtype), KQUANT_VS_ORACLE, f"{t.name} vs oracle")
+
+
+def test_kquant_rows_must_be_whole_super_blocks():
+    with pytest.raises(ValueError, match="multiple of 256"):
+        K.matmul("ref", np.zeros((1, 96), np.float32), (np.zeros((2, 54), np.uint8), int(Q.Q4_K), 96))
+
+
+@pytest.mark.parametrize("name", KTYPES)
+def test_quantize_refuses_or_roundtrips(name):
+    """quantize writes a K-quant correctly or refuses it with a ValueError; never returns unwritten bytes."""
+    x = np.random.default_rng(4).standard_normal((4, 512)).astype(np.float32)
+    try:
+        raw = K.quantize("ref", x, int(KTYPES[name]))
+    except ValueError as e:
+        assert "not supported" in str(e) and name.upper() in str(e).upper()
+        return
+    back = dequantize(raw, KTYPES[name])
+    assert np.sqrt(np.mean((back - x) ** 2) / np.mean(x ** 2)) < 0.5, f"{name}: quantize wrote garbage"
