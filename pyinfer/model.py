@@ -14,6 +14,29 @@ from .tokenizer import BPETokenizer
 
 
 DEFAULT_MAX_CTX = 4096
+# Prompts are evaluated in chunks of this many tokens: each chunk is one GIL-free C++ call, and Ctrl-C (or another
+# Python signal) is seen between chunks. Every token's logits are the same whatever the chunking (the kernels give
+# each output element one accumulation order), so this changes nothing but latency of an interrupt.
+EVAL_CHUNK = 256
+
+
+def _mem_available() -> int | None:
+    """Bytes of memory the kernel says are available (MemAvailable), or None where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def kv_cache_bytes(hparams: dict, n_ctx: int) -> int:
+    """Bytes of an f32 KV cache of n_ctx positions: K and V, n_layer x n_ctx x n_head_kv * head_dim floats each."""
+    n_head = int(hparams["n_head"])
+    hd = int(hparams.get("head_dim") or int(hparams["n_embd"]) // n_head)
+    return 2 * int(hparams["n_layer"]) * int(n_ctx) * int(hparams.get("n_head_kv", n_head)) * hd * 4
 
 
 def target_logprobs(logits: np.ndarray, targets: np.ndarray, row_block: int = 64) -> np.ndarray:
@@ -53,6 +76,11 @@ class Model:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         if n_threads is not None and int(n_threads) <= 0:
             raise ValueError(f"n_threads must be positive, got {n_threads}")
+        need, avail = kv_cache_bytes(hparams, n_ctx), _mem_available()
+        if avail is not None and need > avail:
+            raise ValueError(f"n_ctx {n_ctx} needs a {need / 2**20:.1f} MiB KV cache but only {avail / 2**20:.1f} MiB "
+                             f"of memory is available; pass a smaller n_ctx (-c), e.g. "
+                             f"{max(1, int(n_ctx * avail / need) // 2)}")
         self._tensors = tensors  # keep the arrays (and their memory maps) alive
         self._chat_template_src = chat_template  # Jinja source; compiled on first use
         self._chat_template = None
@@ -115,14 +143,25 @@ class Model:
         self._cached_ids = []
 
     def _eval_tracked(self, arr: np.ndarray, all_logits: bool) -> np.ndarray:
-        try:
-            out = self._ctx.eval(arr, all_logits)
-        except BaseException:
-            if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
-                self.reset()
-            raise
-        self._cached_ids.extend(arr.tolist())
-        return out
+        """Run arr after the cache in chunks of EVAL_CHUNK (interruptible between chunks); the cache and
+        _cached_ids always agree, also after an error or KeyboardInterrupt (the chunks done so far stay cached)."""
+        if arr.size > self.n_ctx - self._ctx.n_past:  # before any chunk runs
+            raise ValueError(f"context overflow: {self._ctx.n_past} cached + {arr.size} new tokens exceed n_ctx = "
+                             f"{self.n_ctx}; use a shorter prompt or a larger context (n_ctx)")
+        outs = []
+        for b in range(0, arr.size, EVAL_CHUNK):
+            chunk = arr[b:b + EVAL_CHUNK]
+            last = b + EVAL_CHUNK >= arr.size
+            try:
+                out = self._ctx.eval(chunk, all_logits)
+            except BaseException:
+                if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
+                    self.reset()
+                raise
+            self._cached_ids.extend(chunk.tolist())
+            if all_logits or last:
+                outs.append(out)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def eval(self, ids) -> np.ndarray:
         """Run `ids` after the cached tokens; float32 logits [n_vocab] at the last position."""
