@@ -5,7 +5,7 @@ Ctrl-C: 130). Commands use only the public API (pyinfer.load, generate.py, sampl
 """
 import sys
 
-from . import run, chat, pull, quantize, perplexity, kld, bench, build_info  # noqa: F401  (registers them)
+from . import run, chat, pull, quantize, perplexity, kld, bench, build_info, serve  # noqa: F401  (registers them)
 from .common import COMMANDS, Parser, one_line, register_command, version
 from .run import format_timings, parse_logit_bias
 
