@@ -124,6 +124,9 @@ class Generation(_GeneratorIterator):
 
     def _run(self):
         st, model, sampler = self.stats, self.model, self.sampler
+        claim = getattr(model, "_claim", None)  # one generation at a time owns the model's cache
+        if claim is not None:
+            claim(self)
         try:
             if self.max_tokens == 0:
                 st.stop_reason = "length"
@@ -167,6 +170,10 @@ class Generation(_GeneratorIterator):
         except BaseException:
             st.stop_reason = "error"
             raise
+        finally:
+            release = getattr(model, "_release", None)
+            if release is not None:
+                release(self)
 
 
 def generate_tokens(model, prompt_ids, sampler, max_tokens=128, **kwargs):

@@ -4,7 +4,10 @@ Sampling and the decode loop live in sampling.py / generate.py, not here.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +89,10 @@ class Model:
         self._chat_template = None
         self._ctx = _ext.Context(arch, self.hparams, tensors, n_ctx, int(n_threads or default_threads()))
         self._cached_ids = []  # the token ids whose KV entries the cache holds, in order (len == n_past)
+        # one user at a time: _busy is held while a call changes the cache; _generation names the generation that
+        # owns the cache between its steps (a weak reference: an abandoned stream does not hold the model forever)
+        self._busy = threading.Lock()
+        self._generation = None
 
     # --- shape and settings -------------------------------------------------------------------------------
     @property
@@ -128,6 +135,34 @@ class Model:
     def detokenize(self, ids) -> str:
         return self.tokenizer.decode(list(ids))
 
+    # --- one user at a time -------------------------------------------------------------------------------
+    _IN_USE = ("is in use by another thread (or by a generation still running on it); give each thread its own "
+               "Session (model.session()), or finish or close the running generation first")
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str):
+        """Held around a call that changes the cache: a second, simultaneous caller gets a RuntimeError instead of
+        corrupting it (the C++ step would be serialised, but the cached ids would no longer say what it holds)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{what}: this model/session {self._IN_USE}")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _claim(self, generation) -> None:
+        """Make `generation` the owner of the cache until _release(); RuntimeError if another live one owns it."""
+        with self._exclusive("generate"):
+            cur = self._generation() if self._generation is not None else None
+            if cur is not None and cur is not generation:
+                raise RuntimeError(f"generate: this model/session {self._IN_USE}")
+            self._generation = weakref.ref(generation)
+
+    def _release(self, generation) -> None:
+        cur = self._generation() if self._generation is not None else None
+        if cur is None or cur is generation:
+            self._generation = None
+
     # --- the forward pass ---------------------------------------------------------------------------------
     def _ids_array(self, ids) -> np.ndarray:
         arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
@@ -139,6 +174,10 @@ class Model:
 
     def reset(self) -> None:
         """Forget the cached sequence."""
+        with self._exclusive("reset"):
+            self._reset()
+
+    def _reset(self) -> None:
         self._ctx.reset()
         self._cached_ids = []
 
@@ -149,18 +188,19 @@ class Model:
             raise ValueError(f"context overflow: {self._ctx.n_past} cached + {arr.size} new tokens exceed n_ctx = "
                              f"{self.n_ctx}; use a shorter prompt or a larger context (n_ctx)")
         outs = []
-        for b in range(0, arr.size, EVAL_CHUNK):
-            chunk = arr[b:b + EVAL_CHUNK]
-            last = b + EVAL_CHUNK >= arr.size
-            try:
-                out = self._ctx.eval(chunk, all_logits)
-            except BaseException:
-                if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
-                    self.reset()
-                raise
-            self._cached_ids.extend(chunk.tolist())
-            if all_logits or last:
-                outs.append(out)
+        with self._exclusive("eval"):
+            for b in range(0, arr.size, EVAL_CHUNK):
+                chunk = arr[b:b + EVAL_CHUNK]
+                last = b + EVAL_CHUNK >= arr.size
+                try:
+                    out = self._ctx.eval(chunk, all_logits)
+                except BaseException:
+                    if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
+                        self._reset()
+                    raise
+                self._cached_ids.extend(chunk.tolist())
+                if all_logits or last:
+                    outs.append(out)
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def eval(self, ids) -> np.ndarray:
@@ -183,10 +223,13 @@ class Model:
         """Prepare the cache for a sequence starting with `ids`: keep the longest common prefix of the cached ids and
         `ids`, but at most len(ids) - 1 tokens (the last one must be evaluated for its logits); drop the rest.
         Returns the number kept; the caller evaluates ids[kept:]. This is how generate() reuses a shared prefix."""
-        ids = self._ids_array(ids)
+        with self._exclusive("trim_cache"):
+            return self._trim_cache(self._ids_array(ids))
+
+    def _trim_cache(self, ids: np.ndarray) -> int:
         cached = self._cached_ids
         if len(cached) != self._ctx.n_past:  # the context was driven behind our back: trust nothing
-            self.reset()
+            self._reset()
             return 0
         limit = min(len(cached), ids.size - 1)
         if limit <= 0:
