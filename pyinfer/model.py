@@ -67,7 +67,12 @@ class Model:
     """A causal LM ready to run: `tokenize`, `forward`, `eval`, `generate`."""
 
     def __init__(self, arch: str, hparams: dict, tensors: dict, tokenizer: BPETokenizer, *,
-                 n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None):
+                 n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None,
+                 activations: str | None = None):
+        if activations not in (None, "int8", "f32"):
+            raise ValueError(f"activations must be 'int8' (the default: quantized weights meet 8-bit activation "
+                             f"blocks, as llama.cpp does) or 'f32' (exact), got {activations!r}")
+        self.activations = activations or "int8"
         self.arch = arch
         self.hparams = dict(hparams)
         self.tokenizer = tokenizer
@@ -87,7 +92,8 @@ class Model:
         self._tensors = tensors  # keep the arrays (and their memory maps) alive
         self._chat_template_src = chat_template  # Jinja source; compiled on first use
         self._chat_template = None
-        self._ctx = _ext.Context(arch, self.hparams, tensors, n_ctx, int(n_threads or default_threads()))
+        self._ctx = _ext.Context(arch, dict(self.hparams, exact=self.activations == "f32"), tensors, n_ctx,
+                                 int(n_threads or default_threads()))
         self._cached_ids = []  # the token ids whose KV entries the cache holds, in order (len == n_past)
         # one user at a time: _busy is held while a call changes the cache; _generation names the generation that
         # owns the cache between its steps (a weak reference: an abandoned stream does not hold the model forever)
@@ -259,7 +265,8 @@ class Model:
     def _spawn(self, n_ctx: int | None = None, n_threads: int | None = None) -> "Model":
         """A Model over the same weights and tokenizer (no copy) with its own, empty KV cache."""
         return Model(self.arch, self.hparams, self._tensors, self.tokenizer, n_ctx=n_ctx or self.n_ctx,
-                     n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src)
+                     n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src,
+                     activations=self.activations)
 
     # --- chat ---------------------------------------------------------------------------------------------
     @property
@@ -312,13 +319,17 @@ class Model:
                 f"n_vocab={self.n_vocab}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, path={str(self.path)!r})")
 
 
-def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None) -> Model:
+def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None,
+         activations: str | None = None) -> Model:
     """Load a model: a GGUF file, a Hugging Face folder (config.json + safetensors + tokenizer files), a named model
     ("smollm2-135m", "gemma3-270m": fetched into ~/.cache/pyinfer on first use), or with no path the default model
     (SmolLM2-135M-Instruct Q4_1).
 
     dtype: None keeps weights as stored (GGUF block-quantized matrices stay quantized); "f16" converts matrices
     to float16 at load; "f32" to float32 (both dequantize block formats).
+    activations: "int8" (default) quantizes activations to 8-bit blocks for the integer dot products, as llama.cpp
+    does; "f32" keeps them in float32 and dequantizes each weight row on the fly: the exact model of the file
+    (slower, the weights stay as stored).
     """
     from . import gguf_file, hf_checkpoint
 
@@ -340,10 +351,10 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
         arch, hp, tensors = hf_checkpoint.load_hf(p, dtype=dtype)
         tok = BPETokenizer.from_dir(p)
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
-                     chat_template=hf_checkpoint.read_chat_template(p))
+                     chat_template=hf_checkpoint.read_chat_template(p), activations=activations)
     if p.suffix.lower() == ".gguf" or gguf_file.is_gguf(p):
         arch, hp, tensors, tok_fields = gguf_file.load_gguf(p, dtype=dtype)
         tok = gguf_file.tokenizer_from_gguf(tok_fields, source=p)
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
-                     chat_template=tok_fields.get("tokenizer.chat_template"))
+                     chat_template=tok_fields.get("tokenizer.chat_template"), activations=activations)
     raise ValueError(f"{p}: unsupported model file; pass a GGUF file or a Hugging Face model folder")

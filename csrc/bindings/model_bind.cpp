@@ -89,6 +89,7 @@ public:
         cfg_.rope_base_swa = hp.contains("rope_base_swa") ? hp["rope_base_swa"].cast<float>() : 10000.0f;
         cfg_.attn_scale = hp.contains("attn_scale") ? hp["attn_scale"].cast<float>() : 0.0f;
         cfg_.logit_softcap = hp.contains("logit_softcap") ? hp["logit_softcap"].cast<float>() : 0.0f;
+        cfg_.exact = hp.contains("exact") ? hp["exact"].cast<bool>() : false;
         check_arg(cfg_.n_swa >= 0 && cfg_.attn_scale >= 0.0f && cfg_.logit_softcap >= 0.0f && cfg_.rope_base_swa > 0.0f,
                   "n_swa, attn_scale and logit_softcap must be >= 0, rope_base_swa > 0");
         check_arg(cfg_.swa.empty() || (int64_t)cfg_.swa.size() == get_int(hp, "n_layer"),

@@ -17,6 +17,10 @@ struct Kernels {
     // bias (N) or nullptr.  Each out element is the same dot product whatever T is (decode == prefill).
     // Quantized weights: x is first quantized to 8-bit blocks in `scratch` (matmul_scratch_bytes(w, T) bytes).
     void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
+    // [omp] matmul with the activations kept in f32 (the exact model of a quantized file): each weight row is
+    // dequantized (get_row) into `scratch` (n_threads * K floats, matmul_exact_scratch_bytes) and dotted with every
+    // token in f32.  Float weights: matmul.  Every out element is one dot product: thread- and T-invariant.
+    void (*matmul_exact)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
     // out (n) = row `row` of w as float (embedding lookup / dequantization for any weight type)
     void (*get_row)(float* out, const Tensor& w, int64_t row);
     // [omp] out (T, C) = (x - mean) / sqrt(var + eps) * g + b, per row; g, b (C); b may be nullptr
@@ -57,6 +61,8 @@ struct Kernels {
 
 // Scratch bytes matmul needs for weight w and T activation rows (0 for float weights).
 size_t matmul_scratch_bytes(const Tensor& w, int64_t T);
+// Scratch bytes matmul_exact needs for weight w with n_threads threads.
+size_t matmul_exact_scratch_bytes(const Tensor& w, int n_threads);
 
 // Whether quantize_row writes type t (it leaves the output alone for any other type); keep in step with its switch.
 bool quantize_supported(DType t);

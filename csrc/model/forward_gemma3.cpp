@@ -16,7 +16,6 @@ void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
     const int64_t n_rot = cfg_.n_rot ? cfg_.n_rot : hd;
     const float eps = cfg_.norm_eps;
     float *x = x_.data(), *h = h_.data(), *q = q_.data(), *att = att_.data(), *g = ff_.data(), *u = ff2_.data();
-    void* qs = mm_scratch_.data();
 
     const float embd_scale = std::sqrt((float)C);
     for (int64_t t = 0; t < T; t++) {  // x (T, C)
@@ -39,9 +38,9 @@ void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
         float* v_new = vc + (n_past_ - n_shared_) * kv_dim;
         // attention block
         K.rmsnorm(h, x, L.attn_norm, T, C, eps);          // (T, C)
-        K.matmul(q, h, L.attn_q, nullptr, T, qs);          // (T, C) -> (T, H hd)
-        K.matmul(k_new, h, L.attn_k, nullptr, T, qs);      // (T, C) -> (T, Hkv hd)
-        K.matmul(v_new, h, L.attn_v, nullptr, T, qs);      // (T, C) -> (T, Hkv hd)
+        matmul(q, h, L.attn_q, nullptr, T);          // (T, C) -> (T, H hd)
+        matmul(k_new, h, L.attn_k, nullptr, T);      // (T, C) -> (T, Hkv hd)
+        matmul(v_new, h, L.attn_v, nullptr, T);      // (T, C) -> (T, Hkv hd)
         K.rmsnorm(q, q, L.attn_q_norm, T * H, hd, eps);    // per head, in place
         K.rmsnorm(k_new, k_new, L.attn_k_norm, T * Hkv, hd, eps);
         const float* cs = local ? cs_local : cs_global;
@@ -49,15 +48,15 @@ void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
         K.rope(k_new, T, Hkv, hd, kv_dim, n_rot, cs, cfg_.rope_neox);
         K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim, scale,
                     local ? cfg_.n_swa : 0);             // (T, H hd)
-        K.matmul(h, att, L.attn_out, nullptr, T, qs);      // (T, H hd) -> (T, C)
+        matmul(h, att, L.attn_out, nullptr, T);      // (T, H hd) -> (T, C)
         K.rmsnorm(h, h, L.attn_post_norm, T, C, eps);
         K.add(x, x, h, T * C);
         // GeGLU MLP block
         K.rmsnorm(h, x, L.ffn_norm, T, C, eps);
-        K.matmul(g, h, L.ffn_gate, nullptr, T, qs);  // (T, C) -> (T, F)
-        K.matmul(u, h, L.ffn_up, nullptr, T, qs);    // (T, C) -> (T, F)
+        matmul(g, h, L.ffn_gate, nullptr, T);  // (T, C) -> (T, F)
+        matmul(u, h, L.ffn_up, nullptr, T);    // (T, C) -> (T, F)
         K.gelu_mul(g, u, T * F);
-        K.matmul(h, g, L.ffn_down, nullptr, T, qs);  // (T, F) -> (T, C)
+        matmul(h, g, L.ffn_down, nullptr, T);  // (T, F) -> (T, C)
         K.rmsnorm(h, h, L.ffn_post_norm, T, C, eps);
         K.add(x, x, h, T * C);
     }

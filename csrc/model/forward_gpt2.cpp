@@ -12,7 +12,6 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
     const int64_t C = cfg_.n_embd, H = cfg_.n_head, hd = cfg_.head_dim();
     const int64_t kv_dim = cfg_.n_head_kv * hd;
     float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *q = q_.data(), *att = att_.data(), *ff = ff_.data();
-    void* qs = mm_scratch_.data();
 
     // token + position embeddings: x (T, C)
     for (int64_t t = 0; t < T; t++) {
@@ -29,7 +28,7 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
         const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
         // attention block
         K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);  // (T, C)
-        K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T, qs);                   // (T, C) -> (T, 3C)
+        matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T);                   // (T, C) -> (T, 3C)
         for (int64_t t = 0; t < T; t++) {                                    // split into q and the cache
             std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
             std::memcpy(kc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
@@ -37,13 +36,13 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
         }
         K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim,
                     scale, 0);
-        K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, C) -> (T, C)
+        matmul(h, att, L.attn_out, L.attn_out_b, T);  // (T, C) -> (T, C)
         K.add(x, x, h, T * C);
         // MLP block
         K.layernorm(h, x, L.ffn_norm, L.ffn_norm_b, T, C, cfg_.norm_eps);
-        K.matmul(ff, h, L.ffn_up, L.ffn_up_b, T, qs);  // (T, C) -> (T, n_ff)
+        matmul(ff, h, L.ffn_up, L.ffn_up_b, T);  // (T, C) -> (T, n_ff)
         K.gelu_tanh(ff, T * cfg_.n_ff);
-        K.matmul(h, ff, L.ffn_down, L.ffn_down_b, T, qs);  // (T, n_ff) -> (T, C)
+        matmul(h, ff, L.ffn_down, L.ffn_down_b, T);  // (T, n_ff) -> (T, C)
         K.add(x, x, h, T * C);
     }
 }

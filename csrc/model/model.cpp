@@ -120,6 +120,7 @@ void Context::load_state(const uint8_t* src, size_t n) {
 }
 
 void Context::set_n_threads(int n) {
+    cap_ = 0;  // scratch sizes may depend on the thread count (matmul_exact): sized again on the next eval
     if (n <= 0) n = max_threads_default();
 #if !defined(_OPENMP)
     n = 1;
@@ -140,7 +141,9 @@ void Context::reserve(int64_t n) {
     rope_cs_.resize(cfg_.arch != Arch::GPT2 ? n * cfg_.head_dim() : 0);
     rope_cs_swa_.resize(cfg_.arch == Arch::GEMMA3 ? n * cfg_.head_dim() : 0);
     size_t q = 0;
-    auto need = [&](const Tensor& t) { q = std::max(q, matmul_scratch_bytes(t, n)); };
+    auto need = [&](const Tensor& t) {
+        q = std::max(q, cfg_.exact ? matmul_exact_scratch_bytes(t, n_threads_) : matmul_scratch_bytes(t, n));
+    };
     for (const LayerWeights& L : w_.layers)
         for (const Tensor* t : {&L.attn_qkv, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_gate, &L.ffn_up,
                                 &L.ffn_down})
@@ -182,7 +185,7 @@ void Context::lm_head(int64_t T, bool all_logits, float* logits) {
         K.layernorm(h_.data(), x_.data() + first * C, w_.out_norm, w_.out_norm_b, rows, C, cfg_.norm_eps);
     else  // llama, gemma3 (whose GGUF norm weights already hold Gemma's 1 + w)
         K.rmsnorm(h_.data(), x_.data() + first * C, w_.out_norm, rows, C, cfg_.norm_eps);
-    K.matmul(logits, h_.data(), w_.output, nullptr, rows, mm_scratch_.data());
+    matmul(logits, h_.data(), w_.output, nullptr, rows);
     if (cfg_.logit_softcap > 0.0f) {  // gemma: softcap * tanh(logits / softcap)
         const float c = cfg_.logit_softcap;
         for (int64_t i = 0; i < rows * cfg_.n_vocab; i++) logits[i] = c * std::tanh(logits[i] / c);

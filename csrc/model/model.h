@@ -27,6 +27,7 @@ struct ModelConfig {
     float rope_base_swa = 10000.0f;
     float attn_scale = 0.0f;   // q . k scale; 0 -> 1 / sqrt(head_dim)
     float logit_softcap = 0.0f;  // > 0: logits = softcap * tanh(logits / softcap)
+    bool exact = false;        // activations stay f32 against dequantized weights (Kernels::matmul_exact)
     int64_t head_dim() const { return n_embd_head ? n_embd_head : n_embd / n_head; }
     bool layer_swa(int64_t l) const { return n_swa > 0 && (size_t)l < swa.size() && swa[l]; }
 };
@@ -95,6 +96,10 @@ private:
     // cos/sin of pos * base^(-2i/n_rot) for positions n_past .. n_past+T-1: cs (T, n_rot/2, 2)
     void rope_table(float* cs, int64_t T, int64_t n_rot, float base) const;
     void lm_head(int64_t n, bool all_logits, float* logits);
+    // out (T, w.n_rows) = x (T, w.n_cols) . w^T (+ bias): the quantized-activation matmul, or the exact one
+    void matmul(float* out, const float* x, const Tensor& w, const float* bias, int64_t T) {
+        (cfg_.exact ? k_->matmul_exact : k_->matmul)(out, x, w, bias, T, mm_scratch_.data());
+    }
     void reserve(int64_t n);
 
     ModelConfig cfg_;
