@@ -2,7 +2,7 @@
 Parsing is the `gguf` package's GGUFReader, hardened: every read is bounds-checked and every tensor's header is
 validated (dimensions, type, data range, alignment) before a byte of it can reach C++, so a malformed file is a
 ValueError naming the file and the problem, never a crash. Writing GGUFs lives in quantize.py; tokenizing in
-tokenizer.py.
+tokenizer.py (byte-level BPE) and tokenizer_spm.py (SentencePiece-style).
 """
 from __future__ import annotations
 

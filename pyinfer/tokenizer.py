@@ -1,8 +1,8 @@
 """Byte-level BPE tokenizer (GPT-2, SmolLM, Llama 3, Qwen2 families): text -> token ids, ids -> bytes/text, and an
 incremental decoder for streaming. Pure Python (`regex` for pre-tokenization), tokenizing as llama.cpp does for the
 GGUF pre-tokenizer names it knows; reads GGUF-style token/merge lists, HF vocab.json+merges.txt or tokenizer.json.
-It does not implement SentencePiece/unigram models, normalizers, chat templates (chat.py), or BOS insertion
-(`add_bos` is metadata for the caller that builds the prompt).
+It does not implement SentencePiece-style vocabularies (tokenizer_spm.py), unigram models, normalizers, chat
+templates (chat.py), or BOS insertion (`add_bos` is metadata for the caller that builds the prompt).
 """
 import codecs
 import heapq

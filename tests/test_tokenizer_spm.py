@@ -371,3 +371,53 @@ def test_dispatch_and_errors(gemma_fields):
             tok.token_bytes(bad_id)
     with pytest.raises(TypeError, match="encode expects str"):
         tok.encode(b"abc")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gemma 3 chat: pyinfer's fallback template against llama.cpp's built-in "gemma" template
+# ---------------------------------------------------------------------------------------------------------------
+
+GEMMA_CHATS = [
+    ([{"role": "user", "content": "Hello"}], True),
+    ([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2+2?"}], True),
+    ([{"role": "user", "content": "  Hi \n"}, {"role": "assistant", "content": "\nHello! How can I help?\n"},
+      {"role": "user", "content": "Tell me a joke.\n\nA short one."}], True),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], False),
+    ([{"role": "system", "content": "Answer in Japanese."}, {"role": "user", "content": "日本語で答えて 😀"},
+      {"role": "assistant", "content": "はい。"}, {"role": "user", "content": "<start_of_turn> is a token"}], True),
+]
+
+
+def ref_chat(messages, add_generation_prompt, template=b"gemma") -> str:
+    """llama_chat_apply_template with a built-in template name (or a Jinja source llama.cpp recognizes)."""
+    msgs = (llama_cpp.llama_chat_message * len(messages))()
+    keep = []
+    for m, src in zip(msgs, messages):
+        keep += [src["role"].encode(), src["content"].encode()]
+        m.role, m.content = keep[-2], keep[-1]
+    size = 4096
+    buf = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_chat_apply_template(template, msgs, len(messages), add_generation_prompt, buf, size)
+    assert 0 <= n <= size
+    return buf.raw[:n].decode("utf-8")
+
+
+@pytest.mark.parametrize("k", range(len(GEMMA_CHATS)))
+def test_gemma_chat_template_matches_llama_cpp(gemma, gemma_ref, k):
+    from pyinfer.chat import GEMMA3_CHAT_TEMPLATE, ChatTemplate, default_chat_template
+    assert default_chat_template("gemma3") is GEMMA3_CHAT_TEMPLATE and default_chat_template("llama") is None
+    messages, gen = GEMMA_CHATS[k]
+    template = ChatTemplate(GEMMA3_CHAT_TEMPLATE, bos_token=gemma.decode([gemma.bos_id]))
+    text = template.render(messages, add_generation_prompt=gen)
+    # llama.cpp's template prints no BOS (its tokenizer adds one); it also knows ours for a Gemma template
+    assert text == "<bos>" + ref_chat(messages, gen)
+    assert text == "<bos>" + ref_chat(messages, gen, GEMMA3_CHAT_TEMPLATE.encode())
+    ids = gemma.encode(text, special=True)
+    assert ids[:2] == [gemma.bos_id, 105] and ids == gemma_ref.tokenize(text.encode(), add_bos=False, special=True)
+    assert ids.count(106) == len([m for m in messages if m["role"] != "system"])
+
+
+def test_gemma_chat_template_refuses_bad_roles():
+    from pyinfer.chat import GEMMA3_CHAT_TEMPLATE, render_chat
+    with pytest.raises(ValueError, match="roles must alternate"):
+        render_chat(GEMMA3_CHAT_TEMPLATE, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
