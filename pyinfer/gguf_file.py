@@ -2,7 +2,7 @@
 Parsing is the `gguf` package's GGUFReader, hardened: every read is bounds-checked and every tensor's header is
 validated (dimensions, type, data range, alignment) before a byte of it can reach C++, so a malformed file is a
 ValueError naming the file and the problem, never a crash. Writing GGUFs lives in quantize.py; tokenizing in
-tokenizer.py.
+tokenizer.py (byte-level BPE) and tokenizer_spm.py (SentencePiece-style).
 """
 from __future__ import annotations
 
@@ -496,21 +496,27 @@ def load_gguf(path, dtype: str | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def tokenizer_from_gguf(fields: dict, source="GGUF file"):
-    """BPETokenizer from a GGUF's `tokenizer.ggml.*` metadata (tokenizer_fields of load_gguf), with llama.cpp's
-    semantics: the pre-tokenizer named by `tokenizer.ggml.pre` (llama.cpp's names are tokenizer.py's registry keys:
-    "gpt-2" is GPT-2's regex on llama.cpp's Unicode 15.1 classes), CONTROL/UNKNOWN tokens matched only with
-    special=True and USER_DEFINED ones always (tokenizer.gguf_special_tokens), bytes without a token dropped,
-    BOS/EOS from `tokenizer.ggml.bos_token_id`/`eos_token_id`, add_bos from `tokenizer.ggml.add_bos_token`
-    (default as llama.cpp's: true for the Llama 3 pre-tokenizers, false otherwise, e.g. GPT-2). Only byte-level BPE (`tokenizer.ggml.model` "gpt2") is
-    supported; anything else, or an unknown pre-tokenizer, is a ValueError naming it.
-    """
-    from .tokenizer import PRETOKENIZER_ADD_BOS, PRETOKENIZER_PATTERNS, BPETokenizer, gguf_special_tokens
+    """The tokenizer of a GGUF's `tokenizer.ggml.*` metadata (tokenizer_fields of load_gguf), by
+    `tokenizer.ggml.model`: "gpt2" -> BPETokenizer, "llama" -> tokenizer_spm.SPMTokenizer (spm_tokenizer_from_gguf);
+    any other model is a ValueError naming it.
 
+    BPE, with llama.cpp's semantics: the pre-tokenizer named by `tokenizer.ggml.pre` (llama.cpp's names are
+    tokenizer.py's registry keys: "gpt-2" is GPT-2's regex on llama.cpp's Unicode 15.1 classes), CONTROL/UNKNOWN
+    tokens matched only with special=True and USER_DEFINED ones always (tokenizer.gguf_special_tokens), bytes
+    without a token dropped, BOS/EOS from `tokenizer.ggml.bos_token_id`/`eos_token_id`, add_bos from
+    `tokenizer.ggml.add_bos_token` (default as llama.cpp's: true for the Llama 3 pre-tokenizers, false otherwise,
+    e.g. GPT-2). An unknown pre-tokenizer is a ValueError naming it.
+    """
     model = _get(fields, "tokenizer.ggml.model", str, source, required=False)
     if model is None:
         raise ValueError(f"{source}: no tokenizer in the file (metadata 'tokenizer.ggml.model' is missing)")
+    if model == "llama":
+        return spm_tokenizer_from_gguf(fields, source)
     if model != "gpt2":
-        raise ValueError(f"{source}: tokenizer model '{model}' is not supported (supported: 'gpt2', byte-level BPE)")
+        raise ValueError(f"{source}: tokenizer model '{model}' is not supported (supported: 'gpt2', byte-level BPE; "
+                         "'llama', SentencePiece-style)")
+    from .tokenizer import PRETOKENIZER_ADD_BOS, PRETOKENIZER_PATTERNS, BPETokenizer, gguf_special_tokens
+
     pre = _get(fields, "tokenizer.ggml.pre", str, source, required=False)
     if pre is None:
         raise ValueError(f"{source}: metadata 'tokenizer.ggml.pre' is missing, so the pre-tokenizer is unknown "
@@ -534,5 +540,48 @@ def tokenizer_from_gguf(fields: dict, source="GGUF file"):
         special, user = gguf_special_tokens(tokens, types)
         return BPETokenizer(tokens, merges, special, pre=pre, bos_id=ids["bos"], eos_id=ids["eos"], add_bos=add_bos,
                             user_defined_tokens=user, skip_missing_bytes=True)
+    except ValueError as e:
+        raise ValueError(f"{source}: bad tokenizer metadata: {e}") from None
+
+
+# llama.cpp's defaults for an SPM vocabulary whose GGUF names no id for the role.
+_SPM_DEFAULT_IDS = {"bos": 1, "eos": 2, "unknown": 0}
+
+
+def spm_tokenizer_from_gguf(fields: dict, source="GGUF file"):
+    """SPMTokenizer of a `tokenizer.ggml.model` "llama" vocabulary, set up as llama.cpp's llama_vocab::load does:
+    tokens, scores and token types; BOS/EOS/UNK ids from the file (defaults 1/2/0), EOT/EOM and the
+    end-of-generation set from the file or by token text (tokenizer.llama_cpp_eog_ids: Gemma's <end_of_turn>),
+    add_bos (default true) and add_space_prefix (default true). `tokenizer.ggml.pre` plays no part (llama.cpp
+    ignores it for SPM); add_eos_token is not applied (prompts are built by the caller).
+    """
+    from .tokenizer import llama_cpp_eog_ids
+    from .tokenizer_spm import SPMTokenizer
+
+    tokens = _get(fields, "tokenizer.ggml.tokens", list, source)
+    n = len(tokens)
+    scores = _get(fields, "tokenizer.ggml.scores", list, source, required=False)
+    types = _get(fields, "tokenizer.ggml.token_type", list, source, required=False)
+    for key, arr in (("scores", scores), ("token_type", types)):
+        if arr is not None and len(arr) < n:
+            raise ValueError(f"{source}: tokenizer.ggml.{key} has {len(arr)} entries for {n} tokens")
+    ids = {}
+    for role, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"), ("eot", "eot"),
+                      ("eom", "eom"), ("fim_pad", "fim_pad"), ("fim_rep", "fim_rep"), ("fim_sep", "fim_sep")):
+        v = _get(fields, f"tokenizer.ggml.{key}_token_id", int, source, required=False)
+        if v is None:
+            v = _SPM_DEFAULT_IDS.get(key)
+            v = v if v is not None and v < n else None          # llama.cpp disables a default outside the vocab
+        elif not 0 <= v < n:
+            raise ValueError(f"{source}: tokenizer.ggml.{key}_token_id {v} is outside the vocabulary (0..{n - 1})")
+        ids[role] = v
+    roles, eog = llama_cpp_eog_ids(tokens, ids)
+    add_bos = _get(fields, "tokenizer.ggml.add_bos_token", bool, source, default=True, required=False)
+    add_space = _get(fields, "tokenizer.ggml.add_space_prefix", bool, source, default=True, required=False)
+    try:
+        return SPMTokenizer(tokens, None if scores is None else scores[:n], None if types is None else types[:n],
+                            bos_id=roles["bos"], eos_id=roles["eos"], unk_id=roles["unk"], eot_id=roles["eot"],
+                            eom_id=roles["eom"], pad_id=roles["pad"], eog_ids=eog, add_bos=add_bos,
+                            add_space_prefix=add_space)
     except ValueError as e:
         raise ValueError(f"{source}: bad tokenizer metadata: {e}") from None

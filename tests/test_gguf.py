@@ -450,7 +450,7 @@ def test_tokenizer_from_gguf_matches_the_folder(gpt2_small, to_gguf):
 
 def test_tokenizer_metadata_errors(gpt2_small, to_gguf):
     _, _, _, fields = gguf_file.load_gguf(to_gguf(gpt2_small, "q8_0"))
-    bad = [({"tokenizer.ggml.model": "llama"}, "'llama'"), ({"tokenizer.ggml.pre": "deepseek-v9"}, "'deepseek-v9'"),
+    bad = [({"tokenizer.ggml.model": "bert"}, "'bert'"), ({"tokenizer.ggml.pre": "deepseek-v9"}, "'deepseek-v9'"),
            ({"tokenizer.ggml.pre": None}, "tokenizer.ggml.pre"), ({"tokenizer.ggml.model": None}, "no tokenizer"),
            ({"tokenizer.ggml.bos_token_id": 60000}, "bos_token_id 60000"),
            ({"tokenizer.ggml.token_type": [1, 1]}, "token_type"),
