@@ -57,7 +57,7 @@ def test_block_sizes_and_bad_rows():
     with pytest.raises(ValueError, match="multiple of 32"):
         K.quantize("ref", np.zeros((1, 40), np.float32), 8)
     with pytest.raises(ValueError, match="unsupported ggml type"):
-        K.quantize("ref", np.zeros((1, 64), np.float32), 12)
+        K.quantize("ref", np.zeros((1, 64), np.float32), 16)  # IQ2_XXS
     with pytest.raises(ValueError, match="bytes"):
         K.matmul("ref", np.zeros((1, 64), np.float32), (np.zeros((2, 60), np.uint8), 8, 64))
 
