@@ -222,8 +222,12 @@ def random_ggufs(tmp_path_factory):
     return {name: random_gguf(d / f"{name}.gguf", arch, **kw) for name, (arch, kw) in CONFIGS.items()}
 
 
-@pytest.mark.parametrize("recipe", K_RECIPES)
-@pytest.mark.parametrize("config", CONFIGS)
+# every recipe on every config, except the 17-layer one (the slowest): only the recipes whose rules count layers
+CASES = [(c, r) for c in CONFIGS for r in K_RECIPES
+         if c != "llama-17-untied-mha" or r in ("q3_k_m", "q4_k_s", "q4_k_m", "q5_k_m")]
+
+
+@pytest.mark.parametrize("config, recipe", CASES)
 def test_files_equal_llama_cpp(random_ggufs, tmp_path, config, recipe):
     src = random_ggufs[config]
     theirs = llama_cpp_quantize(src, tmp_path / "llama-cpp.gguf", recipe)
@@ -268,3 +272,44 @@ def test_hf_folder_equals_llama_cpp_on_its_f32_gguf(make_gpt2, tmp_path, recipe)
     pq.quantize_model(folder, tmp_path / "pyinfer.gguf", recipe, progress=False)
     types = assert_same_tensors(tmp_path / "pyinfer.gguf", theirs, f"gpt2 folder {recipe}")
     assert types["position_embd.weight"] == "F32" and types["token_embd.weight"] == "Q6_K"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_cli_k_quant_recipe_and_pure(random_ggufs, tmp_path):
+    from subproc import run_cli
+    src, out = random_ggufs["gpt2-3"], tmp_path / "q.gguf"
+    rc, stdout, stderr = run_cli("quantize", src, out, "--type", "Q4_K_M", "--no-progress")
+    assert rc == 0, stderr
+    rows = {ln.split()[0]: ln.split() for ln in stdout.splitlines()[2:-1]}
+    # 3 layers: only the last one is in use_more_bits' last eighth (i >= 7 * 3 // 8)
+    assert rows["blk.2.attn_qkv.weight"][2] == "F32->Q6_K" and rows["blk.2.attn_qkv.weight"][-2:] == [
+        "q4_k_m", "mixture"]
+    assert rows["blk.1.attn_qkv.weight"][2] == "F32->Q4_K" and rows["blk.1.ffn_down.weight"][2] == "F32->Q5_0"
+    assert rows["blk.2.ffn_down.weight"][2] == "F32->Q8_0"  # Q6_K, which falls back to Q8_0
+    assert "row length 320 is not a multiple of 256: Q5_0 instead of Q4_K" in stdout  # ffn_down rows of n_ff
+    assert stdout.splitlines()[-1].endswith("type q4_k_m")
+    assert gguf_file.read_metadata(gguf_file.read_gguf(out), out)["general.file_type"] == 15
+    rc, stdout, stderr = run_cli("quantize", src, out, "--type", "q6_k", "--pure", "--no-progress")
+    assert rc == 0, stderr
+    types = {t.name: t.tensor_type for t in gguf_file.read_gguf(out).tensors}
+    assert types["token_embd.weight"] == Q.Q6_K and types["blk.2.ffn_down.weight"] == Q.Q8_0  # fallback for 320
+
+
+def test_mixture_for_experts_needs_pure(tmp_path):
+    import gguf
+    w = gguf.GGUFWriter(str(tmp_path / "moe.gguf"), "llama")
+    w.add_block_count(1)
+    w.add_head_count(4)
+    w.add_expert_count(8)
+    w.add_tensor("blk.0.attn_q.weight", np.ones((256, 256), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="--pure"):
+        pq.quantize_model(tmp_path / "moe.gguf", tmp_path / "x.gguf", "q4_k_m", progress=False)
+    pq.quantize_model(tmp_path / "moe.gguf", tmp_path / "x.gguf", "q4_k_m", pure=True, progress=False)
+    assert [t.tensor_type for t in gguf_file.read_gguf(tmp_path / "x.gguf").tensors] == [Q.Q4_K]
