@@ -167,6 +167,8 @@ static py::array_t<uint8_t> quantize_py(const std::string& isa, const py::array&
     const float* xp = static_cast<const float*>(x.data());
     {
         py::gil_scoped_release nogil;
+        // rows are independent: the bytes do not depend on the thread count (the K-quant fits are slow)
+#pragma omp parallel for schedule(dynamic, 16)
         for (int64_t r = 0; r < rows; r++) K.quantize_row(o + r * rb, xp + r * n, n, t);
     }
     return out;

@@ -39,7 +39,7 @@ size_t matmul_exact_scratch_bytes(const Tensor& w, int n_threads) {
 bool quantize_supported(DType t) {
     switch (t) {
         case DType::F32: case DType::F16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
-        case DType::Q5_1:
+        case DType::Q5_1: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
             return true;
         default: return false;
     }
