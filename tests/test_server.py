@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,8 +42,8 @@ sys.exit(main(["serve", *sys.argv[1:]]))
 
 
 class ServerProcess:
-    def __init__(self, args, log_path, timeout=120):
-        env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    def __init__(self, args, log_path, timeout=120, env=None):
+        env = dict(os.environ, PYTHONIOENCODING="utf-8", **(env or {}))
         env["PYTHONPATH"] = os.pathsep.join([pyinfer_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.pop("PYINFER_API_KEY", None)
         self.log_path = log_path
@@ -80,8 +79,8 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def _serve(tmp_path_factory, name, args):
-    srv = ServerProcess(args, tmp_path_factory.mktemp(name) / "server.log")
+def _serve(tmp_path_factory, name, args, env=None):
+    srv = ServerProcess(args, tmp_path_factory.mktemp(name) / "server.log", env=env)
     yield srv
     rc = srv.stop()
     log = srv.text()
@@ -332,7 +331,13 @@ def smol_model(smol_path):
 
 @pytest.fixture(scope="module")
 def smol_server(smol_path, tmp_path_factory):
-    yield from _serve(tmp_path_factory, "smol", ["-m", smol_path, "-c", "512", "--parallel", "2", "-t", "2"])
+    """`pyinfer serve` with no -m: the default model, found in a cache that holds the tests' copy of it."""
+    from pyinfer.models import DEFAULT_MODEL
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    (cache / "pyinfer").mkdir()
+    os.symlink(smol_path, cache / "pyinfer" / DEFAULT_MODEL.name)
+    yield from _serve(tmp_path_factory, "smol", ["-c", "512", "--parallel", "2", "-t", "2"],
+                      env={"XDG_CACHE_HOME": str(cache)})
 
 
 @pytest.fixture(scope="module")
@@ -348,6 +353,7 @@ def _lcp(a, b):
 
 
 def test_chat_equals_the_python_api_and_reuses_the_cache(smol_client, smol_model):
+    assert [m.id for m in smol_client.models.list().data] == ["smollm2-135m"]
     msgs = [{"role": "user", "content": "Name the capital city of France."}]
     r = smol_client.chat.completions.create(model="smollm2-135m", messages=msgs, max_tokens=12, seed=7)
     ref = smol_model.generate(smol_model.chat_ids(msgs), max_tokens=12, seed=7, details=True, cache_prompt=False)

@@ -30,8 +30,10 @@ class Slot:
         self.last_used = 0.0
 
     def info(self):
+        """For /slots (event-loop thread): a busy slot's session belongs to its worker thread, so its cache size is
+        only read when the slot is idle."""
         return {"id": self.id, "state": "processing" if self.busy else "idle", "n_ctx": self.session.n_ctx,
-                "n_past": self.session.n_past, "n_requests": self.n_requests}
+                "n_past": None if self.busy else self.session.n_past, "n_requests": self.n_requests}
 
 
 class Job:
