@@ -1,7 +1,8 @@
 """Aggregate generation speed of `pyinfer serve --parallel N` against llama-cpp-python's server
 (`python -m llama_cpp.server`, which serves one request at a time) on the same GGUF file with the same threads:
 C concurrent clients each send R completions of --max-tokens tokens (end-of-text banned by logit_bias, greedy), and
-the table shows the completion tokens of all of them over the wall time. Not a test; needs the server extras.
+the table shows the completion tokens of all of them over the wall time (median of --repeats runs, the two
+servers' runs interleaved so that machine noise hits both alike). Not a test; needs the server extras.
 
     python benchmarks/bench_serve.py                          # the default model, 1/2/4 clients, both servers
     python benchmarks/bench_serve.py -m model.gguf -t 4 --clients 1 2 4 8 --engines pyinfer
@@ -9,6 +10,7 @@ the table shows the completion tokens of all of them over the wall time. Not a t
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +82,7 @@ def main(argv=None):
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("-r", "--requests", type=int, default=2, help="requests per client (default: 2)")
     ap.add_argument("-n", "--max-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs; the table shows medians (default: 3)")
     ap.add_argument("--engines", nargs="+", default=["pyinfer", "llama-cpp"], choices=["pyinfer", "llama-cpp"])
     args = ap.parse_args(argv)
     model = args.model or str(default_model_path())
@@ -88,19 +91,28 @@ def main(argv=None):
     ban = sorted({t for t in (tok.eos_id, getattr(tok, "eot_id", None), 0, 2) if t is not None})
     del m
     results = {}
-    for engine in args.engines:
-        with tempfile.NamedTemporaryFile("w", suffix=f"-{engine}.log", delete=False) as log:
-            proc, url = start(engine, model, args.threads, args.parallel, 512, log)
-            try:
-                name = httpx.get(url + "/v1/models").json()["data"][0]["id"]
-                run_clients(url, name, 1, 1, 8, ban)  # warm-up
-                for c in args.clients:
-                    n, dt = run_clients(url, name, c, args.requests, args.max_tokens, ban)
-                    results[engine, c] = n / dt
-                    print(f"{engine:10s} clients {c}: {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s", flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(30)
+    procs, urls, names, logs = {}, {}, {}, []
+    try:
+        for engine in args.engines:  # both servers up at once (idle ones cost nothing); runs interleaved
+            log = tempfile.NamedTemporaryFile("w", suffix=f"-{engine}.log", delete=False)
+            logs.append(log)
+            procs[engine], urls[engine] = start(engine, model, args.threads, args.parallel, 512, log)
+            names[engine] = httpx.get(urls[engine] + "/v1/models").json()["data"][0]["id"]
+            run_clients(urls[engine], names[engine], 1, 1, 8, ban)  # warm-up
+        for rep in range(args.repeats):
+            for c in args.clients:
+                for engine in args.engines:
+                    n, dt = run_clients(urls[engine], names[engine], c, args.requests, args.max_tokens, ban)
+                    results.setdefault((engine, c), []).append(n / dt)
+                    print(f"run {rep}: {engine:10s} clients {c}: {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s",
+                          flush=True)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(30)
+        for log in logs:
+            log.close()
+    results = {k: statistics.median(v) for k, v in results.items()}
     print("\n| clients | " + " | ".join(f"{e} tok/s" for e in args.engines) +
           (" | pyinfer / llama-cpp |" if len(args.engines) == 2 else " |"))
     print("|---:|" + "---:|" * (len(args.engines) + (len(args.engines) == 2)))

@@ -420,3 +420,27 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(smol_server):
         # both stopped early: neither slot went on to its 460 tokens
         assert all(s["n_past"] < 300 for s in slots), slots
         assert c.get("/health").json()["status"] == "ok"
+
+
+def test_sigterm_mid_stream_ends_the_stream_and_exits_0(smol_path, tmp_path):
+    srv = ServerProcess(["-m", smol_path, "-c", "512"], tmp_path / "server.log")
+    try:
+        body = {"messages": [{"role": "user", "content": "Write a very long story."}], "stream": True,
+                "ignore_eos": True, "max_tokens": 460}
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            events = []
+            for line in lines:
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                if len(events) == 3:
+                    srv.proc.send_signal(signal.SIGTERM)
+                    break
+            events += [line[6:] for line in lines if line.startswith("data: ")]
+        t0 = time.monotonic()
+        rc = srv.proc.wait(30)
+    finally:
+        rc = srv.stop()
+    assert events[-1] == "[DONE]" and len(events) < 100, len(events)  # ended early, and cleanly
+    assert time.monotonic() - t0 < 10
+    assert rc == 0 and "Traceback" not in srv.text() and "ERROR" not in srv.text(), srv.text()

@@ -141,10 +141,14 @@ class SlotPool:
         """Compute threads a busy slot should use now: the total split over the busy slots (at least 1)."""
         return max(1, self.n_threads // max(1, self.n_busy))
 
-    def shutdown(self):
-        """Stop every running job (between tokens) and the worker threads."""
+    def cancel_all(self):
+        """Stop every running job between two tokens (its request ends as if the output were complete)."""
         for job in list(self._jobs):
             job.cancel.set()
+
+    def shutdown(self):
+        """Stop every running job and the worker threads."""
+        self.cancel_all()
         for fut in self._waiters:
             fut.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
