@@ -149,6 +149,19 @@ def test_completion_equals_the_python_api(client, gpt2_model, kw):
     assert r.usage.total_tokens == r.usage.prompt_tokens + ref.n_gen
 
 
+def test_logit_bias_bans_a_token(client, gpt2_model):
+    prompt = "The quick brown fox"
+    name = client.models.list().data[0].id
+    greedy = client.completions.create(model=name, prompt=prompt, max_tokens=6, temperature=0)
+    ref0 = expected(gpt2_model, prompt, 0, max_tokens=6, temperature=0)
+    assert greedy.choices[0].text == ref0.text
+    first = ref0.tokens[0]
+    r = client.completions.create(model=name, prompt=prompt, max_tokens=6, temperature=0,
+                                  logit_bias={str(first): -100})
+    ref = expected(gpt2_model, prompt, 0, max_tokens=6, temperature=0, logit_bias={first: -100.0})
+    assert r.choices[0].text == ref.text and ref.tokens[0] != first
+
+
 def test_stream_is_the_same_text_and_ends_with_done(client, http, gpt2_model):
     prompt = "Once upon a time"
     pieces, finish = [], None
