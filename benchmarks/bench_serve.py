@@ -82,13 +82,16 @@ def main(argv=None):
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("-r", "--requests", type=int, default=2, help="requests per client (default: 2)")
     ap.add_argument("-n", "--max-tokens", type=int, default=64)
+    ap.add_argument("--allow-eos", action="store_true",
+                    help="no logit_bias against end-of-text (llama-cpp-python applies logit_bias in Python, per token)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs; the table shows medians (default: 3)")
     ap.add_argument("--engines", nargs="+", default=["pyinfer", "llama-cpp"], choices=["pyinfer", "llama-cpp"])
     args = ap.parse_args(argv)
     model = args.model or str(default_model_path())
     m = pyinfer.load(model, n_ctx=64)
     tok = m.tokenizer
-    ban = sorted({t for t in (tok.eos_id, getattr(tok, "eot_id", None), 0, 2) if t is not None})
+    eog = (tok.eos_id, getattr(tok, "eot_id", None), 0, 2)  # SmolLM2: <|endoftext|> 0, <|im_end|> 2
+    ban = [] if args.allow_eos else sorted({t for t in eog if t is not None and t < tok.n_vocab})
     del m
     results = {}
     procs, urls, names, logs = {}, {}, {}, []
