@@ -457,3 +457,23 @@ def test_sigterm_mid_stream_ends_the_stream_and_exits_0(smol_path, tmp_path):
     assert events[-1] == "[DONE]" and len(events) < 100, len(events)  # ended early, and cleanly
     assert time.monotonic() - t0 < 10
     assert rc == 0 and "Traceback" not in srv.text() and "ERROR" not in srv.text(), srv.text()
+
+
+def test_chat_errors(smol_server, smol_client):
+    with pytest.raises(openai.BadRequestError, match="context is 512") as e:
+        smol_client.chat.completions.create(model="smollm2-135m", max_tokens=4,
+                                            messages=[{"role": "user", "content": "word " * 600}])
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
+    with pytest.raises(openai.NotFoundError):
+        smol_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    r = httpx.post(smol_server.url + "/v1/chat/completions", timeout=60,
+                   json={"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]})
+    assert r.status_code == 400 and "not supported" in r.json()["error"]["message"]
+    # content as a list of text parts is the same as the joined string
+    parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi."}]
+    a = smol_client.chat.completions.create(model="smollm2-135m", max_tokens=4, seed=1,
+                                            messages=[{"role": "user", "content": parts}])
+    b = smol_client.chat.completions.create(model="smollm2-135m", max_tokens=4, seed=1,
+                                            messages=[{"role": "user", "content": "Say hi."}])
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert (a.usage.prompt_tokens, a.usage.completion_tokens) == (b.usage.prompt_tokens, b.usage.completion_tokens)
