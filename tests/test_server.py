@@ -323,6 +323,38 @@ def test_load_50_requests_from_8_clients(http, gpt2_model):
     assert health["slots_processing"] == 0 and health["requests_waiting"] == 0
 
 
+def test_slot_pool_is_fifo_and_a_worker_frees_its_slot(gpt2_model):
+    """The scheduler alone (no HTTP): one slot, three waiters, one of them abandoned; the slot passes from the
+    worker thread that held it to the waiters in arrival order, skipping the abandoned one."""
+    import asyncio
+    import threading
+
+    from pyinfer.server.slots import SlotPool
+
+    async def main():
+        pool = SlotPool(gpt2_model, 1, n_ctx=64, n_threads=1)
+        slot = await pool.acquire([1, 2])
+        waiters = [asyncio.ensure_future(pool.acquire([i])) for i in range(3)]
+        await asyncio.sleep(0)
+        assert pool.n_waiting == 3 and pool.n_busy == 1
+        waiters[1].cancel()
+        gate, seen = threading.Event(), []
+        job = pool.start(slot, lambda s, j: (gate.wait(10), seen.append(threading.current_thread().name)))
+        await asyncio.sleep(0.05)
+        assert not waiters[0].done()  # the worker still holds the slot
+        gate.set()
+        assert await asyncio.wait_for(job.events.get(), 10) == ("done", None)
+        assert await asyncio.wait_for(waiters[0], 10) is slot and seen[0].startswith("pyinfer-slot")
+        assert not waiters[2].done()
+        pool.release(slot)
+        assert await asyncio.wait_for(waiters[2], 10) is slot and waiters[1].cancelled()
+        pool.release(slot)
+        assert pool.n_busy == 0 and pool.n_waiting == 0
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
 def test_cli_refuses_bad_flags():
     assert "--parallel" in assert_one_line_error(*run_cli("serve", "--parallel", "0"))
     assert "--port" in assert_one_line_error(*run_cli("serve", "--port", "70000"))

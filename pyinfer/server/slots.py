@@ -28,6 +28,7 @@ class Slot:
         self.busy = False
         self.n_requests = 0
         self.last_used = 0.0
+        self.in_use = threading.Lock()  # held by the worker thread running in this slot
 
     def info(self):
         """For /slots (event-loop thread): a busy slot's session belongs to its worker thread, so its cache size is
@@ -119,12 +120,17 @@ class SlotPool:
         self._jobs.add(job)
 
         def run():
+            if not slot.in_use.acquire(blocking=False):  # a scheduler bug, never a data race on the session
+                job.emit("error", RuntimeError(f"slot {slot.id} is already in use by another thread"))
+                loop.call_soon_threadsafe(self._jobs.discard, job)
+                return
             try:
                 work(slot, job)
                 job.emit("done")
             except BaseException as e:  # reported to the request; the server goes on
                 job.emit("error", e)
             finally:
+                slot.in_use.release()
                 try:
                     loop.call_soon_threadsafe(self._finished, slot, job)
                 except RuntimeError:  # loop closed: nobody will use the slot again
