@@ -48,8 +48,8 @@ class ServerProcess:
         env.pop("PYINFER_API_KEY", None)
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "--host", "127.0.0.1", "--port", "0", *map(str, args)],
-                                     stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        cmd = [sys.executable, "-c", LAUNCH, "--host", "127.0.0.1", "--port", "0", *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while True:
             m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.text())

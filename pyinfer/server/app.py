@@ -232,7 +232,8 @@ def _error_of(exc):
         return exc
     if isinstance(exc, ValueError):
         return ApiError(400, " ".join(str(exc).split()))
-    sys.stderr.write("pyinfer serve: request failed:\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    sys.stderr.write("pyinfer serve: request failed:\n" + tb)
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
 
 
