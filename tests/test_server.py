@@ -190,6 +190,11 @@ def test_n_choices_use_consecutive_seeds(client, gpt2_model):
     assert [c.text for c in sorted(r.choices, key=lambda c: c.index)] == [x.text for x in refs]
     assert r.usage.completion_tokens == sum(x.n_gen for x in refs)
     assert r.usage.prompt_tokens == len(gpt2_model.tokenize("Hello"))
+    texts = {}  # streamed: the choices one after another, told apart by index
+    for ch in client.completions.create(model=client.models.list().data[0].id, prompt="Hello", max_tokens=8,
+                                        seed=100, n=3, stream=True):
+        texts[ch.choices[0].index] = texts.get(ch.choices[0].index, "") + ch.choices[0].text
+    assert [texts[i] for i in range(3)] == [x.text for x in refs]
 
 
 def test_logprobs_and_echo(http, gpt2_model, gpt2_dir):
