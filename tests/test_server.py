@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,14 +42,14 @@ sys.exit(main(["serve", *sys.argv[1:]]))
 
 
 class ServerProcess:
-    def __init__(self, args, log_path, timeout=120):
-        env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    def __init__(self, args, log_path, timeout=120, env=None):
+        env = dict(os.environ, PYTHONIOENCODING="utf-8", **(env or {}))
         env["PYTHONPATH"] = os.pathsep.join([pyinfer_root()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.pop("PYINFER_API_KEY", None)
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "--host", "127.0.0.1", "--port", "0", *map(str, args)],
-                                     stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        cmd = [sys.executable, "-c", LAUNCH, "--host", "127.0.0.1", "--port", "0", *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while True:
             m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.text())
@@ -80,8 +79,8 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def _serve(tmp_path_factory, name, args):
-    srv = ServerProcess(args, tmp_path_factory.mktemp(name) / "server.log")
+def _serve(tmp_path_factory, name, args, env=None):
+    srv = ServerProcess(args, tmp_path_factory.mktemp(name) / "server.log", env=env)
     yield srv
     rc = srv.stop()
     log = srv.text()
@@ -150,6 +149,19 @@ def test_completion_equals_the_python_api(client, gpt2_model, kw):
     assert r.usage.total_tokens == r.usage.prompt_tokens + ref.n_gen
 
 
+def test_logit_bias_bans_a_token(client, gpt2_model):
+    prompt = "The quick brown fox"
+    name = client.models.list().data[0].id
+    greedy = client.completions.create(model=name, prompt=prompt, max_tokens=6, temperature=0)
+    ref0 = expected(gpt2_model, prompt, 0, max_tokens=6, temperature=0)
+    assert greedy.choices[0].text == ref0.text
+    first = ref0.tokens[0]
+    r = client.completions.create(model=name, prompt=prompt, max_tokens=6, temperature=0,
+                                  logit_bias={str(first): -100})
+    ref = expected(gpt2_model, prompt, 0, max_tokens=6, temperature=0, logit_bias={first: -100.0})
+    assert r.choices[0].text == ref.text and ref.tokens[0] != first
+
+
 def test_stream_is_the_same_text_and_ends_with_done(client, http, gpt2_model):
     prompt = "Once upon a time"
     pieces, finish = [], None
@@ -178,6 +190,11 @@ def test_n_choices_use_consecutive_seeds(client, gpt2_model):
     assert [c.text for c in sorted(r.choices, key=lambda c: c.index)] == [x.text for x in refs]
     assert r.usage.completion_tokens == sum(x.n_gen for x in refs)
     assert r.usage.prompt_tokens == len(gpt2_model.tokenize("Hello"))
+    texts = {}  # streamed: the choices one after another, told apart by index
+    for ch in client.completions.create(model=client.models.list().data[0].id, prompt="Hello", max_tokens=8,
+                                        seed=100, n=3, stream=True):
+        texts[ch.choices[0].index] = texts.get(ch.choices[0].index, "") + ch.choices[0].text
+    assert [texts[i] for i in range(3)] == [x.text for x in refs]
 
 
 def test_logprobs_and_echo(http, gpt2_model, gpt2_dir):
@@ -311,6 +328,38 @@ def test_load_50_requests_from_8_clients(http, gpt2_model):
     assert health["slots_processing"] == 0 and health["requests_waiting"] == 0
 
 
+def test_slot_pool_is_fifo_and_a_worker_frees_its_slot(gpt2_model):
+    """The scheduler alone (no HTTP): one slot, three waiters, one of them abandoned; the slot passes from the
+    worker thread that held it to the waiters in arrival order, skipping the abandoned one."""
+    import asyncio
+    import threading
+
+    from pyinfer.server.slots import SlotPool
+
+    async def main():
+        pool = SlotPool(gpt2_model, 1, n_ctx=64, n_threads=1)
+        slot = await pool.acquire([1, 2])
+        waiters = [asyncio.ensure_future(pool.acquire([i])) for i in range(3)]
+        await asyncio.sleep(0)
+        assert pool.n_waiting == 3 and pool.n_busy == 1
+        waiters[1].cancel()
+        gate, seen = threading.Event(), []
+        job = pool.start(slot, lambda s, j: (gate.wait(10), seen.append(threading.current_thread().name)))
+        await asyncio.sleep(0.05)
+        assert not waiters[0].done()  # the worker still holds the slot
+        gate.set()
+        assert await asyncio.wait_for(job.events.get(), 10) == ("done", None)
+        assert await asyncio.wait_for(waiters[0], 10) is slot and seen[0].startswith("pyinfer-slot")
+        assert not waiters[2].done()
+        pool.release(slot)
+        assert await asyncio.wait_for(waiters[2], 10) is slot and waiters[1].cancelled()
+        pool.release(slot)
+        assert pool.n_busy == 0 and pool.n_waiting == 0
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
 def test_cli_refuses_bad_flags():
     assert "--parallel" in assert_one_line_error(*run_cli("serve", "--parallel", "0"))
     assert "--port" in assert_one_line_error(*run_cli("serve", "--port", "70000"))
@@ -332,7 +381,13 @@ def smol_model(smol_path):
 
 @pytest.fixture(scope="module")
 def smol_server(smol_path, tmp_path_factory):
-    yield from _serve(tmp_path_factory, "smol", ["-m", smol_path, "-c", "512", "--parallel", "2", "-t", "2"])
+    """`pyinfer serve` with no -m: the default model, found in a cache that holds the tests' copy of it."""
+    from pyinfer.models import DEFAULT_MODEL
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    (cache / "pyinfer").mkdir()
+    os.symlink(smol_path, cache / "pyinfer" / DEFAULT_MODEL.name)
+    yield from _serve(tmp_path_factory, "smol", ["-c", "512", "--parallel", "2", "-t", "2"],
+                      env={"XDG_CACHE_HOME": str(cache)})
 
 
 @pytest.fixture(scope="module")
@@ -348,6 +403,7 @@ def _lcp(a, b):
 
 
 def test_chat_equals_the_python_api_and_reuses_the_cache(smol_client, smol_model):
+    assert [m.id for m in smol_client.models.list().data] == ["smollm2-135m"]
     msgs = [{"role": "user", "content": "Name the capital city of France."}]
     r = smol_client.chat.completions.create(model="smollm2-135m", messages=msgs, max_tokens=12, seed=7)
     ref = smol_model.generate(smol_model.chat_ids(msgs), max_tokens=12, seed=7, details=True, cache_prompt=False)
@@ -414,3 +470,47 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(smol_server):
         # both stopped early: neither slot went on to its 460 tokens
         assert all(s["n_past"] < 300 for s in slots), slots
         assert c.get("/health").json()["status"] == "ok"
+
+
+def test_sigterm_mid_stream_ends_the_stream_and_exits_0(smol_path, tmp_path):
+    srv = ServerProcess(["-m", smol_path, "-c", "512"], tmp_path / "server.log")
+    try:
+        body = {"messages": [{"role": "user", "content": "Write a very long story."}], "stream": True,
+                "ignore_eos": True, "max_tokens": 460}
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            events = []
+            for line in lines:
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                if len(events) == 3:
+                    srv.proc.send_signal(signal.SIGTERM)
+                    break
+            events += [line[6:] for line in lines if line.startswith("data: ")]
+        t0 = time.monotonic()
+        rc = srv.proc.wait(30)
+    finally:
+        rc = srv.stop()
+    assert events[-1] == "[DONE]" and len(events) < 100, len(events)  # ended early, and cleanly
+    assert time.monotonic() - t0 < 10
+    assert rc == 0 and "Traceback" not in srv.text() and "ERROR" not in srv.text(), srv.text()
+
+
+def test_chat_errors(smol_server, smol_client):
+    with pytest.raises(openai.BadRequestError, match="context is 512") as e:
+        smol_client.chat.completions.create(model="smollm2-135m", max_tokens=4,
+                                            messages=[{"role": "user", "content": "word " * 600}])
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
+    with pytest.raises(openai.NotFoundError):
+        smol_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    r = httpx.post(smol_server.url + "/v1/chat/completions", timeout=60,
+                   json={"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]})
+    assert r.status_code == 400 and "not supported" in r.json()["error"]["message"]
+    # content as a list of text parts is the same as the joined string
+    parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi."}]
+    a = smol_client.chat.completions.create(model="smollm2-135m", max_tokens=4, seed=1,
+                                            messages=[{"role": "user", "content": parts}])
+    b = smol_client.chat.completions.create(model="smollm2-135m", max_tokens=4, seed=1,
+                                            messages=[{"role": "user", "content": "Say hi."}])
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert (a.usage.prompt_tokens, a.usage.completion_tokens) == (b.usage.prompt_tokens, b.usage.completion_tokens)

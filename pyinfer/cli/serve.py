@@ -84,7 +84,12 @@ def cmd_serve(args):
     sys.stderr.flush()
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             lifespan="on")
-    server = uvicorn.Server(config)
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            pool.cancel_all()  # running generations end now, so their streams close within the grace period
+            await super().shutdown(sockets=sockets)
+
+    server = Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the previous handler: make that a
     # no-op so a terminated server exits 0 (Ctrl-C still ends as KeyboardInterrupt: exit 130)
     main_thread = threading.current_thread() is threading.main_thread()

@@ -118,17 +118,17 @@ class Server:
             raise ApiError(404, f"the model {name!r} does not exist; this server serves {self.model_id!r} "
                                 f"(GET /v1/models)", param="model", code="model_not_found")
 
-    def check_prompt(self, ids):
+    def check_prompt(self, ids, param="prompt"):
         if not ids:
-            raise ApiError(400, "the prompt is empty (0 tokens)", param="prompt")
+            raise ApiError(400, "the prompt is empty (0 tokens)", param=param)
         bad = [t for t in ids if not 0 <= t < self.model.n_vocab]
         if bad:
             raise ApiError(400, f"token id {bad[0]} is out of range: the vocabulary has {self.model.n_vocab} tokens",
-                           param="prompt")
+                           param=param)
         if len(ids) > self.pool.n_ctx:
             raise ApiError(400, f"the prompt is {len(ids)} tokens but the context is {self.pool.n_ctx}; shorten "
                                 f"the prompt or start the server with a larger -c/--ctx-size",
-                           param="messages", code="context_length_exceeded")
+                           param=param, code="context_length_exceeded")
 
     # --- running --------------------------------------------------------------------------------------------
     def gen_kwargs(self, req, max_tokens, logprobs):
@@ -232,7 +232,8 @@ def _error_of(exc):
         return exc
     if isinstance(exc, ValueError):
         return ApiError(400, " ".join(str(exc).split()))
-    sys.stderr.write("pyinfer serve: request failed:\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    sys.stderr.write("pyinfer serve: request failed:\n" + tb)
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
 
 
@@ -419,7 +420,7 @@ def create_app(model, *, n_slots=1, n_ctx=None, n_threads=None, api_key=None, mo
             ids = m.chat_ids(msgs)
         except Exception as e:  # the template's own raise_exception, e.g. roles that do not alternate
             raise ApiError(400, f"the chat template refused the messages: {e}", param="messages") from None
-        srv.check_prompt(ids)
+        srv.check_prompt(ids, "messages")
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         shape = ChatShape(srv, req, req.n)

@@ -28,10 +28,13 @@ class Slot:
         self.busy = False
         self.n_requests = 0
         self.last_used = 0.0
+        self.in_use = threading.Lock()  # held by the worker thread running in this slot
 
     def info(self):
+        """For /slots (event-loop thread): a busy slot's session belongs to its worker thread, so its cache size is
+        only read when the slot is idle."""
         return {"id": self.id, "state": "processing" if self.busy else "idle", "n_ctx": self.session.n_ctx,
-                "n_past": self.session.n_past, "n_requests": self.n_requests}
+                "n_past": None if self.busy else self.session.n_past, "n_requests": self.n_requests}
 
 
 class Job:
@@ -117,12 +120,17 @@ class SlotPool:
         self._jobs.add(job)
 
         def run():
+            if not slot.in_use.acquire(blocking=False):  # a scheduler bug, never a data race on the session
+                job.emit("error", RuntimeError(f"slot {slot.id} is already in use by another thread"))
+                loop.call_soon_threadsafe(self._jobs.discard, job)
+                return
             try:
                 work(slot, job)
                 job.emit("done")
             except BaseException as e:  # reported to the request; the server goes on
                 job.emit("error", e)
             finally:
+                slot.in_use.release()
                 try:
                     loop.call_soon_threadsafe(self._finished, slot, job)
                 except RuntimeError:  # loop closed: nobody will use the slot again
@@ -139,10 +147,14 @@ class SlotPool:
         """Compute threads a busy slot should use now: the total split over the busy slots (at least 1)."""
         return max(1, self.n_threads // max(1, self.n_busy))
 
-    def shutdown(self):
-        """Stop every running job (between tokens) and the worker threads."""
+    def cancel_all(self):
+        """Stop every running job between two tokens (its request ends as if the output were complete)."""
         for job in list(self._jobs):
             job.cancel.set()
+
+    def shutdown(self):
+        """Stop every running job and the worker threads."""
+        self.cancel_all()
         for fut in self._waiters:
             fut.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
