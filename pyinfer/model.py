@@ -68,7 +68,7 @@ class Model:
 
     def __init__(self, arch: str, hparams: dict, tensors: dict, tokenizer: BPETokenizer, *,
                  n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None,
-                 activations: str | None = None):
+                 activations: str | None = None, chat_template_builtin: bool = False):
         if activations not in (None, "int8", "f32"):
             raise ValueError(f"activations must be 'int8' (the default: quantized weights meet 8-bit activation "
                              f"blocks, as llama.cpp does) or 'f32' (exact), got {activations!r}")
@@ -91,6 +91,9 @@ class Model:
                              f"{max(1, int(n_ctx * avail / need) // 2)}")
         self._tensors = tensors  # keep the arrays (and their memory maps) alive
         self._chat_template_src = chat_template  # Jinja source; compiled on first use
+        # True when the file carries no template and pyinfer supplied its architecture's official one (Gemma 3):
+        # chat and the server use it; `pyinfer run` completes the prompt as it is (the file may be a base model)
+        self.chat_template_builtin = bool(chat_template and chat_template_builtin)
         self._chat_template = None
         self._ctx = _ext.Context(arch, dict(self.hparams, exact=self.activations == "f32"), tensors, n_ctx,
                                  int(n_threads or default_threads()))
@@ -266,7 +269,7 @@ class Model:
         """A Model over the same weights and tokenizer (no copy) with its own, empty KV cache."""
         return Model(self.arch, self.hparams, self._tensors, self.tokenizer, n_ctx=n_ctx or self.n_ctx,
                      n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src,
-                     activations=self.activations)
+                     activations=self.activations, chat_template_builtin=self.chat_template_builtin)
 
     # --- chat ---------------------------------------------------------------------------------------------
     @property
@@ -358,5 +361,5 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
         from .chat import default_chat_template  # Gemma 3 files often carry no template: its official one
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
                      chat_template=tok_fields.get("tokenizer.chat_template") or default_chat_template(arch),
-                     activations=activations)
+                     activations=activations, chat_template_builtin="tokenizer.chat_template" not in tok_fields)
     raise ValueError(f"{p}: unsupported model file; pass a GGUF file or a Hugging Face model folder")

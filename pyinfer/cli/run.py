@@ -208,7 +208,12 @@ def cmd_run(args):
     out = sys.stdout
     if hasattr(out, "reconfigure"):
         out.reconfigure(errors="replace")  # a console that cannot show a character gets '?', not a crash
-    if model.chat_template is not None and not args.raw:  # chat mode: the prompt is the user's message
+    builtin = getattr(model, "chat_template_builtin", False)
+    if builtin and not args.raw and not args.system_prompt:
+        print("pyinfer: the model file has no chat template: completing the prompt as it is (use `pyinfer chat` "
+              "for the architecture's standard template)", file=sys.stderr)
+    if model.chat_template is not None and not args.raw and not (builtin and not args.system_prompt):
+        # chat mode: the prompt is the user's message
         messages = ([{"role": "system", "content": args.system_prompt}] if args.system_prompt else [])
         prompt = model.chat_ids(messages + [{"role": "user", "content": prompt}])
     elif args.system_prompt:
