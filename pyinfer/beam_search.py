@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from .results import Completion, GenerationStats, Sequence, stop_token_ids
 from .sampling import log_softmax
 
 NEG = -1.0e9  # HF's "impossible" score offset
@@ -198,8 +199,6 @@ def beam_generate(model, prompt_ids, num_beams, max_tokens=128, *, length_penalt
                   num_return_sequences=1, ignore_eos=False, details=False, cache_prompt=True, on_finish=None):
     """generate(num_beams > 1): the best text, a list of texts (num_return_sequences > 1), or a Completion.
     ignore_eos=True scores end-of-generation tokens as ordinary tokens (HF with eos_token_id=None)."""
-    from .generate import Completion, GenerationStats, Sequence, stop_token_ids
-
     eos = () if ignore_eos else stop_token_ids(model.tokenizer)
     st = GenerationStats()
     hyps = beam_search(model, prompt_ids, num_beams, max_tokens, length_penalty=length_penalty,

@@ -1,7 +1,8 @@
 """Chat templates: a model's Jinja template (GGUF `tokenizer.chat_template`, HF `chat_template`) rendered as HF
 transformers' apply_chat_template(..., tokenize=False) renders it, in jinja2's sandbox. It produces the prompt text
-only: tokenizing it (special=True, so <|im_start|> and the like become their ids) is the caller's step. No tool
-schemas from Python functions, no assistant-token masks, no continue_final_message.
+only: tokenizing it (special=True, so <|im_start|> and the like become their ids) is the caller's step. Also the
+official template of model families whose GGUF files often carry none (Gemma 3). No tool schemas from Python
+functions, no assistant-token masks, no continue_final_message.
 """
 import functools
 import json
@@ -12,7 +13,7 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["ChatTemplate", "render_chat"]
+__all__ = ["ChatTemplate", "render_chat", "default_chat_template", "GEMMA3_CHAT_TEMPLATE"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,3 +156,62 @@ class ChatTemplate:
 
     def __repr__(self):
         return f"ChatTemplate({len(self.template)} chars, bos_token={self.bos_token!r}, eos_token={self.eos_token!r})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Templates for files that carry none
+# ---------------------------------------------------------------------------------------------------------------
+
+# Gemma 3's chat template, verbatim from the tokenizer_config.json of google/gemma-3-*-it: turns are
+# <start_of_turn>{user|model}\n{content, trimmed}<end_of_turn>\n, a system message is folded into the first user
+# turn (followed by a blank line), and roles must alternate user/assistant. GGUFs converted from the base (-pt)
+# checkpoints, like Gemma 3 270M's, have no tokenizer.chat_template.
+GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+_ARCH_CHAT_TEMPLATES = {"gemma3": GEMMA3_CHAT_TEMPLATE}
+
+
+def default_chat_template(arch: str):
+    """The chat template to use for a model of architecture `arch` whose file has none: Gemma 3's official one for
+    "gemma3", else None (no template: chat() refuses, generate() still works)."""
+    return _ARCH_CHAT_TEMPLATES.get(arch)

@@ -7,46 +7,13 @@ sampling.py, beam search in beam_search.py. Not here: chat templates, batching o
 import contextlib
 import numbers
 import time
-from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
+from .beam_search import beam_generate
+from .results import Completion, GenerationStats, Sequence, stop_token_ids  # noqa: F401  (re-exported)
 from .sampling import DEFAULT_MIN_P, DEFAULT_REPEAT_LAST_N, Sampler, log_softmax
 from .tokenizer import IncrementalDecoder
-
-
-@dataclass
-class GenerationStats:
-    """Counts and wall-clock seconds of one run. t_gen_s covers sampling and the one-token decode steps, not the
-    time a consumer holds the generator between tokens; t_sample_s is the sampling part of it."""
-    n_prompt: int = 0  # prompt tokens, n_reused of them taken from the KV cache and the rest evaluated
-    t_prompt_s: float = 0.0
-    n_gen: int = 0  # tokens yielded (EOS is not counted)
-    t_gen_s: float = 0.0
-    t_sample_s: float = 0.0
-    stop_reason: Optional[str] = None  # "length" | "eos" | "stop" | "context" | "closed" | "interrupted" | "error"
-    n_reused: int = 0  # leading prompt tokens whose KV-cache entries were kept from the previous run
-
-    @property
-    def n_prompt_eval(self):
-        """Prompt tokens actually evaluated in the prefill."""
-        return self.n_prompt - self.n_reused
-
-    @property
-    def prompt_tokens_per_s(self):
-        return self.n_prompt_eval / self.t_prompt_s if self.t_prompt_s > 0 else 0.0
-
-    @property
-    def gen_tokens_per_s(self):
-        return self.n_gen / self.t_gen_s if self.t_gen_s > 0 else 0.0
-
-    def timings(self):
-        """A JSON-able dict of the timings (milliseconds and tokens per second)."""
-        return {"prompt_n": self.n_prompt_eval, "prompt_ms": self.t_prompt_s * 1e3,
-                "prompt_per_second": self.prompt_tokens_per_s, "predicted_n": self.n_gen,
-                "predicted_ms": self.t_gen_s * 1e3, "predicted_per_second": self.gen_tokens_per_s,
-                "sample_ms": self.t_sample_s * 1e3, "cache_n": self.n_reused}
 
 
 @contextlib.contextmanager
@@ -64,20 +31,6 @@ def _check_max_tokens(max_tokens):
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral) or max_tokens < -1:
         raise ValueError(f"max_tokens must be an integer >= 0, or -1/None for no limit, got {max_tokens!r}")
     return int(max_tokens)
-
-
-def stop_token_ids(tokenizer):
-    """The ids that end a generation: the tokenizer's eos_id plus, where it has them, eot_id / eom_id and the
-    iterables eog_ids / stop_ids (llama.cpp's end-of-generation set). Missing attributes are skipped."""
-    ids = set()
-    for name in ("eos_id", "eot_id", "eom_id"):
-        v = getattr(tokenizer, name, None)
-        if v is not None:
-            ids.add(int(v))
-    for name in ("eog_ids", "stop_ids"):
-        for v in getattr(tokenizer, name, None) or ():
-            ids.add(int(v))
-    return frozenset(ids)
 
 
 def _check_logprobs(logprobs):
@@ -171,6 +124,9 @@ class Generation(_GeneratorIterator):
 
     def _run(self):
         st, model, sampler = self.stats, self.model, self.sampler
+        claim = getattr(model, "_claim", None)  # one generation at a time owns the model's cache
+        if claim is not None:
+            claim(self)
         try:
             if self.max_tokens == 0:
                 st.stop_reason = "length"
@@ -214,6 +170,10 @@ class Generation(_GeneratorIterator):
         except BaseException:
             st.stop_reason = "error"
             raise
+        finally:
+            release = getattr(model, "_release", None)
+            if release is not None:
+                release(self)
 
 
 def generate_tokens(model, prompt_ids, sampler, max_tokens=128, **kwargs):
@@ -343,69 +303,6 @@ def stream_text(generation, tokenizer, stop=None):
 # results
 
 
-@dataclass
-class Sequence:
-    """One returned beam: its generated ids (an ending EOS excluded), text, HF-style score and why it ended."""
-    tokens: list
-    text: str
-    score: float  # sum of the token log-probs / (generated length incl. an ending EOS) ** length_penalty
-    sum_logprob: float
-    finish_reason: str  # "eos" | "length"
-
-
-@dataclass
-class Completion:
-    """What generate(..., details=True) returns.
-
-    tokens are the ids sampled (an ending EOS excluded; with a stop string, every token up to the one that completed
-    it), text is their text cut before the stop string. logprobs / top_logprobs (when logprobs=N was given) are
-    per token, from the log-softmax of the raw model logits. n_reused of the n_prompt prompt tokens came from the KV
-    cache. finish_reason: "length" (max_tokens), "eos" (an end-of-generation token), "stop" (a stop string),
-    "context" (the context is full). Beam search fills sequences (best first; text/tokens are the best's).
-    """
-    text: str
-    tokens: list
-    finish_reason: Optional[str]
-    n_prompt: int
-    n_gen: int
-    n_reused: int
-    timings: dict
-    logprobs: Optional[list] = None
-    top_logprobs: Optional[list] = None
-    seed: Optional[int] = None
-    stop: Optional[str] = None  # the stop string that ended the text
-    sequences: Optional[list] = None
-
-    @property
-    def prompt_tokens(self):
-        return self.n_prompt
-
-    @property
-    def completion_tokens(self):
-        return self.n_gen
-
-    def to_dict(self, tokenizer=None):
-        """A JSON-able dict; with a tokenizer, each token and alternative also carries its text."""
-        def piece(i):
-            return tokenizer.decode([i]) if tokenizer is not None else None
-        d = {"text": self.text, "tokens": list(self.tokens), "finish_reason": self.finish_reason,
-             "n_prompt": self.n_prompt, "n_gen": self.n_gen, "n_reused": self.n_reused, "timings": self.timings,
-             "seed": self.seed}
-        if tokenizer is not None:
-            d["token_text"] = [piece(i) for i in self.tokens]
-        if self.logprobs is not None:
-            d["logprobs"] = list(self.logprobs)
-            d["top_logprobs"] = [[{"id": i, "logprob": lp, **({"text": piece(i)} if tokenizer else {})}
-                                  for i, lp in alts] for alts in self.top_logprobs]
-        if self.stop is not None:
-            d["stop"] = self.stop
-        if self.sequences is not None:
-            d["sequences"] = [{"text": s.text, "tokens": list(s.tokens), "score": s.score,
-                               "sum_logprob": s.sum_logprob, "finish_reason": s.finish_reason}
-                              for s in self.sequences]
-        return d
-
-
 def completion_of(generation, stream):
     """The Completion of a finished Generation and the TextStream that consumed it."""
     st = generation.stats
@@ -482,7 +379,6 @@ def generate(model, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.9
             bad.insert(0, "stream")
         if bad:
             raise ValueError(f"beam search (num_beams > 1) does not support {', '.join(bad)}")
-        from .beam_search import beam_generate
         return beam_generate(model, prompt_ids, num_beams=int(num_beams), max_tokens=max_tokens,
                              length_penalty=length_penalty, early_stopping=early_stopping,
                              num_return_sequences=num_return_sequences, ignore_eos=ignore_eos, details=details,

@@ -2,7 +2,7 @@
 Parsing is the `gguf` package's GGUFReader, hardened: every read is bounds-checked and every tensor's header is
 validated (dimensions, type, data range, alignment) before a byte of it can reach C++, so a malformed file is a
 ValueError naming the file and the problem, never a crash. Writing GGUFs lives in quantize.py; tokenizing in
-tokenizer.py.
+tokenizer.py (byte-level BPE) and tokenizer_spm.py (SentencePiece-style).
 """
 from __future__ import annotations
 
@@ -279,13 +279,15 @@ def _gpt2_tensor_shapes(hp: dict) -> dict:
     return shapes
 
 
-def llama_hparams(meta: dict, path) -> dict:
-    """Hyperparameters under pyinfer's names (as hf_checkpoint.load_llama gives them) from `llama.*` metadata.
+def llama_hparams(meta: dict, path, arch: str = "llama") -> dict:
+    """Hyperparameters under pyinfer's names (as hf_checkpoint.load_llama gives them) from `{arch}.*` metadata, for
+    the Llama family: llama, qwen2, qwen3, and gemma3's common part.
 
-    llama.cpp's converter permutes the rows of attn_q/attn_k so that RoPE rotates adjacent pairs (2i, 2i+1)
-    (llama.cpp's "normal" RoPE) instead of HF's halves: hence rope_neox=False for a GGUF.
+    llama.cpp's converter permutes the rows of Llama's attn_q/attn_k so that RoPE rotates adjacent pairs (2i, 2i+1)
+    (llama.cpp's "normal" RoPE) instead of HF's halves: hence rope_neox=False for a llama GGUF. Qwen and Gemma are
+    converted unpermuted and rotated as halves (llama.cpp's NEOX RoPE): rope_neox=True.
     """
-    a = "llama."
+    a = arch + "."
     n_embd = _get(meta, a + "embedding_length", int, path)
     n_head = _get(meta, a + "attention.head_count", int, path)
     if n_head <= 0:
@@ -304,7 +306,7 @@ def llama_hparams(meta: dict, path) -> dict:
               norm_eps=_get(meta, a + "attention.layer_norm_rms_epsilon", float, path),
               rope_base=_get(meta, a + "rope.freq_base", float, path, default=10000.0, required=False),
               n_rot=_get(meta, a + "rope.dimension_count", int, path, default=head_dim, required=False),
-              rope_neox=False)
+              rope_neox=arch != "llama")
     hp["n_vocab"] = _n_vocab(meta, a, path)
     bad = {k: v for k, v in hp.items() if k != "rope_neox" and not v > 0}
     if bad:
@@ -315,26 +317,75 @@ def llama_hparams(meta: dict, path) -> dict:
     return hp
 
 
-def _llama_tensor_shapes(hp: dict) -> dict:
+def gemma3_hparams(meta: dict, path) -> dict:
+    """gemma3.* metadata as llama.cpp reads it: with attention.sliding_window, layer l is a sliding-window (local)
+    layer unless l % pattern == pattern - 1 (pattern attention.sliding_window_pattern, default 6; an array there
+    lists the layers), rotated with rope.freq_base_swa (default 10000); the q.k scale is 1/sqrt(head_dim) (27B,
+    62 layers: 1/sqrt(n_embd/n_head)); final_logit_softcapping where set."""
+    a = "gemma3."
+    hp = llama_hparams(meta, path, "gemma3")
+    n_layer = hp["n_layer"]
+    n_swa = _get(meta, a + "attention.sliding_window", int, path, default=0, required=False)
+    if n_swa < 0:
+        raise ValueError(f"{path}: {a}attention.sliding_window must be >= 0, got {n_swa}")
+    if n_swa > 0:
+        pattern = meta.get(a + "attention.sliding_window_pattern", 6)
+        if isinstance(pattern, list):
+            if len(pattern) != n_layer or not all(isinstance(v, (bool, int)) for v in pattern):
+                raise ValueError(f"{path}: {a}attention.sliding_window_pattern should list {n_layer} flags")
+            swa = [bool(v) for v in pattern]
+        elif isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
+            swa = [pattern == 0 or (l % pattern < pattern - 1) for l in range(n_layer)]
+        else:
+            raise ValueError(f"{path}: {a}attention.sliding_window_pattern should be a layer count or a list of "
+                             f"flags, got {pattern!r:.80}")
+        hp.update(n_swa=n_swa, swa_layers=swa,
+                  rope_base_swa=_get(meta, a + "rope.freq_base_swa", float, path, default=10000.0, required=False))
+    hd = hp["n_embd"] // hp["n_head"] if n_layer == 62 else hp["head_dim"]
+    hp["attn_scale"] = 1.0 / float(hd) ** 0.5
+    cap = _get(meta, a + "final_logit_softcapping", float, path, default=0.0, required=False)
+    if cap < 0:
+        raise ValueError(f"{path}: {a}final_logit_softcapping must be >= 0, got {cap}")
+    if cap:
+        hp["logit_softcap"] = cap
+    return hp
+
+
+def _llama_tensor_shapes(hp: dict, arch: str = "llama") -> dict:
+    """{name: (shape, required)} of the Llama family: llama (optional q/k/v/o biases), qwen2 (q/k/v biases), qwen3
+    (per-head q/k norms), gemma3 (q/k norms and post-attention/post-FFN norms, no biases)."""
     C, V, F, hd = hp["n_embd"], hp["n_vocab"], hp["n_ff"], hp["head_dim"]
     q, kv = hp["n_head"] * hd, hp["n_head_kv"] * hd
+    gemma = arch == "gemma3"
     shapes = {"token_embd.weight": ((V, C), True)}
     for i in range(hp["n_layer"]):
         b = f"blk.{i}."
-        for name, shape, required in (("attn_norm.weight", (C,), True), ("attn_q.weight", (q, C), True),
-                                      ("attn_k.weight", (kv, C), True), ("attn_v.weight", (kv, C), True),
-                                      ("attn_output.weight", (C, q), True), ("attn_q.bias", (q,), False),
-                                      ("attn_k.bias", (kv,), False), ("attn_v.bias", (kv,), False),
-                                      ("attn_output.bias", (C,), False), ("ffn_norm.weight", (C,), True),
-                                      ("ffn_gate.weight", (F, C), True), ("ffn_up.weight", (F, C), True),
-                                      ("ffn_down.weight", (C, F), True)):
+        layer = [("attn_norm.weight", (C,), True), ("attn_q.weight", (q, C), True),
+                 ("attn_k.weight", (kv, C), True), ("attn_v.weight", (kv, C), True),
+                 ("attn_output.weight", (C, q), True), ("ffn_norm.weight", (C,), True),
+                 ("ffn_gate.weight", (F, C), True), ("ffn_up.weight", (F, C), True),
+                 ("ffn_down.weight", (C, F), True)]
+        if not gemma:
+            layer += [("attn_q.bias", (q,), arch == "qwen2"), ("attn_k.bias", (kv,), arch == "qwen2"),
+                      ("attn_v.bias", (kv,), arch == "qwen2"), ("attn_output.bias", (C,), False)]
+        if arch in ("qwen3", "gemma3"):
+            layer += [("attn_q_norm.weight", (hd,), True), ("attn_k_norm.weight", (hd,), True)]
+        if gemma:
+            layer += [("post_attention_norm.weight", (C,), True), ("post_ffw_norm.weight", (C,), True)]
+        for name, shape, required in layer:
             shapes[b + name] = (shape, required)
     shapes["output_norm.weight"] = ((C,), True)
     shapes["output.weight"] = ((V, C), False)  # absent: tied to token_embd
     return shapes
 
 
-_ARCH_HPARAMS = {"gpt2": (gpt2_hparams, _gpt2_tensor_shapes), "llama": (llama_hparams, _llama_tensor_shapes)}
+_ARCH_HPARAMS = {
+    "gpt2": (gpt2_hparams, _gpt2_tensor_shapes),
+    "llama": (llama_hparams, _llama_tensor_shapes),
+    "qwen2": (lambda meta, path: llama_hparams(meta, path, "qwen2"), lambda hp: _llama_tensor_shapes(hp, "qwen2")),
+    "qwen3": (lambda meta, path: llama_hparams(meta, path, "qwen3"), lambda hp: _llama_tensor_shapes(hp, "qwen3")),
+    "gemma3": (gemma3_hparams, lambda hp: _llama_tensor_shapes(hp, "gemma3")),
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,8 +421,8 @@ def tensor_to_float(t, dtype=np.float32) -> np.ndarray:
 
 
 def load_gguf(path, dtype: str | None = None):
-    """(arch, hparams, tensors, tokenizer_fields) of a GGUF model file (architecture gpt2 or llama, as llama.cpp's
-    converter writes them), tensors memory-mapped without copies.
+    """(arch, hparams, tensors, tokenizer_fields) of a GGUF model file (architecture gpt2, llama, qwen2, qwen3 or
+    gemma3, as llama.cpp's converter writes them), tensors memory-mapped without copies.
 
     tensors uses GGUF names (`blk.N.attn_qkv.weight`). A vector is a float32 array (F16 vectors are converted,
     quantized ones dequantized). A matrix is, with dtype=None, a float32/float16 array (n_rows, n_cols) viewing
@@ -445,21 +496,27 @@ def load_gguf(path, dtype: str | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def tokenizer_from_gguf(fields: dict, source="GGUF file"):
-    """BPETokenizer from a GGUF's `tokenizer.ggml.*` metadata (tokenizer_fields of load_gguf), with llama.cpp's
-    semantics: the pre-tokenizer named by `tokenizer.ggml.pre` (llama.cpp's names are tokenizer.py's registry keys:
-    "gpt-2" is GPT-2's regex on llama.cpp's Unicode 15.1 classes), CONTROL/UNKNOWN tokens matched only with
-    special=True and USER_DEFINED ones always (tokenizer.gguf_special_tokens), bytes without a token dropped,
-    BOS/EOS from `tokenizer.ggml.bos_token_id`/`eos_token_id`, add_bos from `tokenizer.ggml.add_bos_token`
-    (default as llama.cpp's: true for the Llama 3 pre-tokenizers, false otherwise, e.g. GPT-2). Only byte-level BPE (`tokenizer.ggml.model` "gpt2") is
-    supported; anything else, or an unknown pre-tokenizer, is a ValueError naming it.
-    """
-    from .tokenizer import PRETOKENIZER_ADD_BOS, PRETOKENIZER_PATTERNS, BPETokenizer, gguf_special_tokens
+    """The tokenizer of a GGUF's `tokenizer.ggml.*` metadata (tokenizer_fields of load_gguf), by
+    `tokenizer.ggml.model`: "gpt2" -> BPETokenizer, "llama" -> tokenizer_spm.SPMTokenizer (spm_tokenizer_from_gguf);
+    any other model is a ValueError naming it.
 
+    BPE, with llama.cpp's semantics: the pre-tokenizer named by `tokenizer.ggml.pre` (llama.cpp's names are
+    tokenizer.py's registry keys: "gpt-2" is GPT-2's regex on llama.cpp's Unicode 15.1 classes), CONTROL/UNKNOWN
+    tokens matched only with special=True and USER_DEFINED ones always (tokenizer.gguf_special_tokens), bytes
+    without a token dropped, BOS/EOS from `tokenizer.ggml.bos_token_id`/`eos_token_id`, add_bos from
+    `tokenizer.ggml.add_bos_token` (default as llama.cpp's: true for the Llama 3 pre-tokenizers, false otherwise,
+    e.g. GPT-2). An unknown pre-tokenizer is a ValueError naming it.
+    """
     model = _get(fields, "tokenizer.ggml.model", str, source, required=False)
     if model is None:
         raise ValueError(f"{source}: no tokenizer in the file (metadata 'tokenizer.ggml.model' is missing)")
+    if model == "llama":
+        return spm_tokenizer_from_gguf(fields, source)
     if model != "gpt2":
-        raise ValueError(f"{source}: tokenizer model '{model}' is not supported (supported: 'gpt2', byte-level BPE)")
+        raise ValueError(f"{source}: tokenizer model '{model}' is not supported (supported: 'gpt2', byte-level BPE; "
+                         "'llama', SentencePiece-style)")
+    from .tokenizer import PRETOKENIZER_ADD_BOS, PRETOKENIZER_PATTERNS, BPETokenizer, gguf_special_tokens
+
     pre = _get(fields, "tokenizer.ggml.pre", str, source, required=False)
     if pre is None:
         raise ValueError(f"{source}: metadata 'tokenizer.ggml.pre' is missing, so the pre-tokenizer is unknown "
@@ -483,5 +540,48 @@ def tokenizer_from_gguf(fields: dict, source="GGUF file"):
         special, user = gguf_special_tokens(tokens, types)
         return BPETokenizer(tokens, merges, special, pre=pre, bos_id=ids["bos"], eos_id=ids["eos"], add_bos=add_bos,
                             user_defined_tokens=user, skip_missing_bytes=True)
+    except ValueError as e:
+        raise ValueError(f"{source}: bad tokenizer metadata: {e}") from None
+
+
+# llama.cpp's defaults for an SPM vocabulary whose GGUF names no id for the role.
+_SPM_DEFAULT_IDS = {"bos": 1, "eos": 2, "unknown": 0}
+
+
+def spm_tokenizer_from_gguf(fields: dict, source="GGUF file"):
+    """SPMTokenizer of a `tokenizer.ggml.model` "llama" vocabulary, set up as llama.cpp's llama_vocab::load does:
+    tokens, scores and token types; BOS/EOS/UNK ids from the file (defaults 1/2/0), EOT/EOM and the
+    end-of-generation set from the file or by token text (tokenizer.llama_cpp_eog_ids: Gemma's <end_of_turn>),
+    add_bos (default true) and add_space_prefix (default true). `tokenizer.ggml.pre` plays no part (llama.cpp
+    ignores it for SPM); add_eos_token is not applied (prompts are built by the caller).
+    """
+    from .tokenizer import llama_cpp_eog_ids
+    from .tokenizer_spm import SPMTokenizer
+
+    tokens = _get(fields, "tokenizer.ggml.tokens", list, source)
+    n = len(tokens)
+    scores = _get(fields, "tokenizer.ggml.scores", list, source, required=False)
+    types = _get(fields, "tokenizer.ggml.token_type", list, source, required=False)
+    for key, arr in (("scores", scores), ("token_type", types)):
+        if arr is not None and len(arr) < n:
+            raise ValueError(f"{source}: tokenizer.ggml.{key} has {len(arr)} entries for {n} tokens")
+    ids = {}
+    for role, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"), ("eot", "eot"),
+                      ("eom", "eom"), ("fim_pad", "fim_pad"), ("fim_rep", "fim_rep"), ("fim_sep", "fim_sep")):
+        v = _get(fields, f"tokenizer.ggml.{key}_token_id", int, source, required=False)
+        if v is None:
+            v = _SPM_DEFAULT_IDS.get(key)
+            v = v if v is not None and v < n else None          # llama.cpp disables a default outside the vocab
+        elif not 0 <= v < n:
+            raise ValueError(f"{source}: tokenizer.ggml.{key}_token_id {v} is outside the vocabulary (0..{n - 1})")
+        ids[role] = v
+    roles, eog = llama_cpp_eog_ids(tokens, ids)
+    add_bos = _get(fields, "tokenizer.ggml.add_bos_token", bool, source, default=True, required=False)
+    add_space = _get(fields, "tokenizer.ggml.add_space_prefix", bool, source, default=True, required=False)
+    try:
+        return SPMTokenizer(tokens, None if scores is None else scores[:n], None if types is None else types[:n],
+                            bos_id=roles["bos"], eos_id=roles["eos"], unk_id=roles["unk"], eot_id=roles["eot"],
+                            eom_id=roles["eom"], pad_id=roles["pad"], eog_ids=eog, add_bos=add_bos,
+                            add_space_prefix=add_space)
     except ValueError as e:
         raise ValueError(f"{source}: bad tokenizer metadata: {e}") from None

@@ -155,27 +155,67 @@ def _rope_theta(cfg: dict, where) -> float:
     return float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
 
 
-def load_llama(folder, dtype: str | None = None):
-    """(hparams, tensors) of a HF LlamaForCausalLM folder (nn.Linear weights are [out, in]: no transposes)."""
+def _rope_thetas(cfg: dict, where) -> tuple:
+    """(global, sliding-window) rope_theta of a Gemma 3 config: transformers 5 nests them per layer type in
+    rope_parameters; older configs have rope_theta and rope_local_base_freq."""
+    params = cfg.get("rope_parameters") or {}
+    full, local = params.get("full_attention"), params.get("sliding_attention")
+    for p in (full, local):
+        if p and p.get("rope_type", "default") != "default":
+            raise ValueError(f"{where}: rope scaling {p.get('rope_type')!r} is not supported")
+    g = float((full or {}).get("rope_theta", cfg.get("rope_theta", 1000000.0)))
+    s = float((local or {}).get("rope_theta", cfg.get("rope_local_base_freq", 10000.0)))
+    return g, s
+
+
+def load_llama(folder, dtype: str | None = None, arch: str = "llama"):
+    """(hparams, tensors) of a HF LlamaForCausalLM folder, or of the same family: Qwen2ForCausalLM (q/k/v biases),
+    Qwen3ForCausalLM (per-head q/k RMSNorm), Gemma3ForCausalLM (arch "gemma3": q/k norms, norms after each block,
+    GeGLU, embeddings scaled by sqrt(n_embd), sliding-window layers). nn.Linear weights are [out, in]: no
+    transposes. Gemma's RMSNorm multiplies by (1 + w): its gains get the 1 added here, as llama.cpp's converter
+    does, so that every RMSNorm of the forward pass is x * w."""
     folder = Path(folder)
     cfg = read_config(folder)
     where = folder / "config.json"
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"{where}: hidden_act {cfg.get('hidden_act')!r} is not supported (llama uses silu)")
+    gemma = arch == "gemma3"
+    act_key, want_act = ("hidden_activation", "gelu_pytorch_tanh") if gemma else ("hidden_act", "silu")
+    act = cfg.get(act_key) or (cfg.get("hidden_act") if gemma else None) or want_act
+    if act != want_act:
+        raise ValueError(f"{where}: {act_key} {act!r} is not supported ({arch} uses {want_act})")
     if cfg.get("mlp_bias"):
         raise ValueError(f"{where}: mlp_bias is not supported")
+    if cfg.get("use_sliding_window") and not gemma:
+        raise ValueError(f"{where}: use_sliding_window is not supported for {arch}")
+    if cfg.get("attn_logit_softcapping"):
+        raise ValueError(f"{where}: attn_logit_softcapping is not supported")
     C, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     Hkv = int(cfg.get("num_key_value_heads") or H)
     hd = int(cfg.get("head_dim") or C // H)
     hp = dict(n_vocab=int(cfg["vocab_size"]), n_ctx_train=int(cfg.get("max_position_embeddings", 2048)), n_embd=C,
               n_head=H, n_head_kv=Hkv, head_dim=hd, n_layer=int(cfg["num_hidden_layers"]),
               n_ff=int(cfg["intermediate_size"]), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-              rope_base=_rope_theta(cfg, where), n_rot=hd, rope_neox=True)
+              rope_base=_rope_theta(cfg, where) if not gemma else _rope_thetas(cfg, where)[0], n_rot=hd,
+              rope_neox=True)
+    if gemma:
+        n_layer = hp["n_layer"]
+        types = cfg.get("layer_types")
+        if types is None:
+            pattern = int(cfg.get("sliding_window_pattern", cfg.get("_sliding_window_pattern", 6)))
+            types = ["full_attention" if (l + 1) % pattern == 0 else "sliding_attention" for l in range(n_layer)]
+        if len(types) != n_layer or any(t not in ("full_attention", "sliding_attention") for t in types):
+            raise ValueError(f"{where}: layer_types should list {n_layer} of full_attention/sliding_attention")
+        if cfg.get("sliding_window") and "sliding_attention" in types:
+            hp.update(n_swa=int(cfg["sliding_window"]), swa_layers=[t == "sliding_attention" for t in types],
+                      rope_base_swa=_rope_thetas(cfg, where)[1])
+        hp["attn_scale"] = float(cfg.get("query_pre_attn_scalar", hd)) ** -0.5
+        if cfg.get("final_logit_softcapping"):
+            hp["logit_softcap"] = float(cfg["final_logit_softcapping"])
     V, F = hp["n_vocab"], hp["n_ff"]
     raw = read_checkpoint_tensors(folder)
     problems, tensors = [], {}
+    qkv_bias = arch == "qwen2" or bool(cfg.get("attention_bias"))
 
-    def take(src, dst, shape, matrix=True, required=True):
+    def take(src, dst, shape, matrix=True, required=True, shift=0.0):
         a = raw.get(src)
         if a is None:
             if required:
@@ -184,22 +224,33 @@ def load_llama(folder, dtype: str | None = None):
         if tuple(a.shape) != tuple(shape):
             problems.append(f"tensor '{src}': expected shape {tuple(shape)}, got {tuple(a.shape)}")
             return
-        tensors[dst] = _convert(a, dtype, matrix)
+        t = _convert(a, dtype, matrix)
+        tensors[dst] = t + np.float32(shift) if shift else t
 
+    norm_shift = 1.0 if gemma else 0.0
+    # (HF name, GGUF name) of each layer's RMSNorm gains
+    norms = [("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm")]
+    if gemma:
+        norms = [("input_layernorm", "attn_norm"), ("post_attention_layernorm", "post_attention_norm"),
+                 ("pre_feedforward_layernorm", "ffn_norm"), ("post_feedforward_layernorm", "post_ffw_norm")]
     take("model.embed_tokens.weight", "token_embd.weight", (V, C))
     for i in range(hp["n_layer"]):
         h, b = f"model.layers.{i}.", f"blk.{i}."
-        take(h + "input_layernorm.weight", b + "attn_norm.weight", (C,), matrix=False)
-        take(h + "post_attention_layernorm.weight", b + "ffn_norm.weight", (C,), matrix=False)
+        for src, dst in norms:
+            take(h + src + ".weight", b + dst + ".weight", (C,), matrix=False, shift=norm_shift)
+        if arch in ("qwen3", "gemma3"):
+            take(h + "self_attn.q_norm.weight", b + "attn_q_norm.weight", (hd,), matrix=False, shift=norm_shift)
+            take(h + "self_attn.k_norm.weight", b + "attn_k_norm.weight", (hd,), matrix=False, shift=norm_shift)
         for src, dst, n_out, n_in in (("self_attn.q_proj", "attn_q", H * hd, C), ("self_attn.k_proj", "attn_k", Hkv * hd, C),
                                       ("self_attn.v_proj", "attn_v", Hkv * hd, C), ("self_attn.o_proj", "attn_output", C, H * hd),
                                       ("mlp.gate_proj", "ffn_gate", F, C), ("mlp.up_proj", "ffn_up", F, C),
                                       ("mlp.down_proj", "ffn_down", C, F)):
             take(h + src + ".weight", b + dst + ".weight", (n_out, n_in))
-            if src.startswith("self_attn"):
-                take(h + src + ".bias", b + dst + ".bias", (n_out,), matrix=False, required=False)
-    take("model.norm.weight", "output_norm.weight", (C,), matrix=False)
-    if not cfg.get("tie_word_embeddings", False):
+            if src.startswith("self_attn") and not gemma:
+                take(h + src + ".bias", b + dst + ".bias", (n_out,), matrix=False,
+                     required=qkv_bias and src != "self_attn.o_proj")
+    take("model.norm.weight", "output_norm.weight", (C,), matrix=False, shift=norm_shift)
+    if not cfg.get("tie_word_embeddings", gemma):
         take("lm_head.weight", "output.weight", (V, C))
     if problems:
         raise ValueError(f"{folder}: {len(problems)} problem(s) with the checkpoint's tensors (config says "
@@ -208,7 +259,13 @@ def load_llama(folder, dtype: str | None = None):
 
 
 # model_type in config.json -> (our architecture name, loader)
-LOADERS = {"gpt2": ("gpt2", load_gpt2), "llama": ("llama", load_llama)}
+LOADERS = {
+    "gpt2": ("gpt2", load_gpt2),
+    "llama": ("llama", load_llama),
+    "qwen2": ("qwen2", lambda folder, dtype=None: load_llama(folder, dtype, "qwen2")),
+    "qwen3": ("qwen3", lambda folder, dtype=None: load_llama(folder, dtype, "qwen3")),
+    "gemma3_text": ("gemma3", lambda folder, dtype=None: load_llama(folder, dtype, "gemma3")),
+}
 
 
 def load_hf(folder, dtype: str | None = None):

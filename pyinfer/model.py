@@ -4,7 +4,10 @@ Sampling and the decode loop live in sampling.py / generate.py, not here.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,29 @@ from .tokenizer import BPETokenizer
 
 
 DEFAULT_MAX_CTX = 4096
+# Prompts are evaluated in chunks of this many tokens: each chunk is one GIL-free C++ call, and Ctrl-C (or another
+# Python signal) is seen between chunks. Every token's logits are the same whatever the chunking (the kernels give
+# each output element one accumulation order), so this changes nothing but latency of an interrupt.
+EVAL_CHUNK = 256
+
+
+def _mem_available() -> int | None:
+    """Bytes of memory the kernel says are available (MemAvailable), or None where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def kv_cache_bytes(hparams: dict, n_ctx: int) -> int:
+    """Bytes of an f32 KV cache of n_ctx positions: K and V, n_layer x n_ctx x n_head_kv * head_dim floats each."""
+    n_head = int(hparams["n_head"])
+    hd = int(hparams.get("head_dim") or int(hparams["n_embd"]) // n_head)
+    return 2 * int(hparams["n_layer"]) * int(n_ctx) * int(hparams.get("n_head_kv", n_head)) * hd * 4
 
 
 def target_logprobs(logits: np.ndarray, targets: np.ndarray, row_block: int = 64) -> np.ndarray:
@@ -41,7 +67,12 @@ class Model:
     """A causal LM ready to run: `tokenize`, `forward`, `eval`, `generate`."""
 
     def __init__(self, arch: str, hparams: dict, tensors: dict, tokenizer: BPETokenizer, *,
-                 n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None):
+                 n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None,
+                 activations: str | None = None):
+        if activations not in (None, "int8", "f32"):
+            raise ValueError(f"activations must be 'int8' (the default: quantized weights meet 8-bit activation "
+                             f"blocks, as llama.cpp does) or 'f32' (exact), got {activations!r}")
+        self.activations = activations or "int8"
         self.arch = arch
         self.hparams = dict(hparams)
         self.tokenizer = tokenizer
@@ -53,11 +84,21 @@ class Model:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         if n_threads is not None and int(n_threads) <= 0:
             raise ValueError(f"n_threads must be positive, got {n_threads}")
+        need, avail = kv_cache_bytes(hparams, n_ctx), _mem_available()
+        if avail is not None and need > avail:
+            raise ValueError(f"n_ctx {n_ctx} needs a {need / 2**20:.1f} MiB KV cache but only {avail / 2**20:.1f} MiB "
+                             f"of memory is available; pass a smaller n_ctx (-c), e.g. "
+                             f"{max(1, int(n_ctx * avail / need) // 2)}")
         self._tensors = tensors  # keep the arrays (and their memory maps) alive
         self._chat_template_src = chat_template  # Jinja source; compiled on first use
         self._chat_template = None
-        self._ctx = _ext.Context(arch, self.hparams, tensors, n_ctx, int(n_threads or default_threads()))
+        self._ctx = _ext.Context(arch, dict(self.hparams, exact=self.activations == "f32"), tensors, n_ctx,
+                                 int(n_threads or default_threads()))
         self._cached_ids = []  # the token ids whose KV entries the cache holds, in order (len == n_past)
+        # one user at a time: _busy is held while a call changes the cache; _generation names the generation that
+        # owns the cache between its steps (a weak reference: an abandoned stream does not hold the model forever)
+        self._busy = threading.Lock()
+        self._generation = None
 
     # --- shape and settings -------------------------------------------------------------------------------
     @property
@@ -100,6 +141,34 @@ class Model:
     def detokenize(self, ids) -> str:
         return self.tokenizer.decode(list(ids))
 
+    # --- one user at a time -------------------------------------------------------------------------------
+    _IN_USE = ("is in use by another thread (or by a generation still running on it); give each thread its own "
+               "Session (model.session()), or finish or close the running generation first")
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str):
+        """Held around a call that changes the cache: a second, simultaneous caller gets a RuntimeError instead of
+        corrupting it (the C++ step would be serialised, but the cached ids would no longer say what it holds)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{what}: this model/session {self._IN_USE}")
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _claim(self, generation) -> None:
+        """Make `generation` the owner of the cache until _release(); RuntimeError if another live one owns it."""
+        with self._exclusive("generate"):
+            cur = self._generation() if self._generation is not None else None
+            if cur is not None and cur is not generation:
+                raise RuntimeError(f"generate: this model/session {self._IN_USE}")
+            self._generation = weakref.ref(generation)
+
+    def _release(self, generation) -> None:
+        cur = self._generation() if self._generation is not None else None
+        if cur is None or cur is generation:
+            self._generation = None
+
     # --- the forward pass ---------------------------------------------------------------------------------
     def _ids_array(self, ids) -> np.ndarray:
         arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
@@ -111,18 +180,34 @@ class Model:
 
     def reset(self) -> None:
         """Forget the cached sequence."""
+        with self._exclusive("reset"):
+            self._reset()
+
+    def _reset(self) -> None:
         self._ctx.reset()
         self._cached_ids = []
 
     def _eval_tracked(self, arr: np.ndarray, all_logits: bool) -> np.ndarray:
-        try:
-            out = self._ctx.eval(arr, all_logits)
-        except BaseException:
-            if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
-                self.reset()
-            raise
-        self._cached_ids.extend(arr.tolist())
-        return out
+        """Run arr after the cache in chunks of EVAL_CHUNK (interruptible between chunks); the cache and
+        _cached_ids always agree, also after an error or KeyboardInterrupt (the chunks done so far stay cached)."""
+        if arr.size > self.n_ctx - self._ctx.n_past:  # before any chunk runs
+            raise ValueError(f"context overflow: {self._ctx.n_past} cached + {arr.size} new tokens exceed n_ctx = "
+                             f"{self.n_ctx}; use a shorter prompt or a larger context (n_ctx)")
+        outs = []
+        with self._exclusive("eval"):
+            for b in range(0, arr.size, EVAL_CHUNK):
+                chunk = arr[b:b + EVAL_CHUNK]
+                last = b + EVAL_CHUNK >= arr.size
+                try:
+                    out = self._ctx.eval(chunk, all_logits)
+                except BaseException:
+                    if self._ctx.n_past != len(self._cached_ids):  # cannot tell what the cache holds now
+                        self._reset()
+                    raise
+                self._cached_ids.extend(chunk.tolist())
+                if all_logits or last:
+                    outs.append(out)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def eval(self, ids) -> np.ndarray:
         """Run `ids` after the cached tokens; float32 logits [n_vocab] at the last position."""
@@ -144,10 +229,13 @@ class Model:
         """Prepare the cache for a sequence starting with `ids`: keep the longest common prefix of the cached ids and
         `ids`, but at most len(ids) - 1 tokens (the last one must be evaluated for its logits); drop the rest.
         Returns the number kept; the caller evaluates ids[kept:]. This is how generate() reuses a shared prefix."""
-        ids = self._ids_array(ids)
+        with self._exclusive("trim_cache"):
+            return self._trim_cache(self._ids_array(ids))
+
+    def _trim_cache(self, ids: np.ndarray) -> int:
         cached = self._cached_ids
         if len(cached) != self._ctx.n_past:  # the context was driven behind our back: trust nothing
-            self.reset()
+            self._reset()
             return 0
         limit = min(len(cached), ids.size - 1)
         if limit <= 0:
@@ -177,7 +265,8 @@ class Model:
     def _spawn(self, n_ctx: int | None = None, n_threads: int | None = None) -> "Model":
         """A Model over the same weights and tokenizer (no copy) with its own, empty KV cache."""
         return Model(self.arch, self.hparams, self._tensors, self.tokenizer, n_ctx=n_ctx or self.n_ctx,
-                     n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src)
+                     n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src,
+                     activations=self.activations)
 
     # --- chat ---------------------------------------------------------------------------------------------
     @property
@@ -230,13 +319,17 @@ class Model:
                 f"n_vocab={self.n_vocab}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, path={str(self.path)!r})")
 
 
-def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None) -> Model:
+def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None,
+         activations: str | None = None) -> Model:
     """Load a model: a GGUF file, a Hugging Face folder (config.json + safetensors + tokenizer files), a named model
     ("smollm2-135m", "gemma3-270m": fetched into ~/.cache/pyinfer on first use), or with no path the default model
     (SmolLM2-135M-Instruct Q4_1).
 
     dtype: None keeps weights as stored (GGUF block-quantized matrices stay quantized); "f16" converts matrices
     to float16 at load; "f32" to float32 (both dequantize block formats).
+    activations: "int8" (default) quantizes activations to 8-bit blocks for the integer dot products, as llama.cpp
+    does; "f32" keeps them in float32 and dequantizes each weight row on the fly: the exact model of the file
+    (slower, the weights stay as stored).
     """
     from . import gguf_file, hf_checkpoint
 
@@ -258,10 +351,12 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
         arch, hp, tensors = hf_checkpoint.load_hf(p, dtype=dtype)
         tok = BPETokenizer.from_dir(p)
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
-                     chat_template=hf_checkpoint.read_chat_template(p))
+                     chat_template=hf_checkpoint.read_chat_template(p), activations=activations)
     if p.suffix.lower() == ".gguf" or gguf_file.is_gguf(p):
         arch, hp, tensors, tok_fields = gguf_file.load_gguf(p, dtype=dtype)
         tok = gguf_file.tokenizer_from_gguf(tok_fields, source=p)
+        from .chat import default_chat_template  # Gemma 3 files often carry no template: its official one
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
-                     chat_template=tok_fields.get("tokenizer.chat_template"))
+                     chat_template=tok_fields.get("tokenizer.chat_template") or default_chat_template(arch),
+                     activations=activations)
     raise ValueError(f"{p}: unsupported model file; pass a GGUF file or a Hugging Face model folder")

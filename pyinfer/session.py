@@ -51,6 +51,15 @@ class Session:
         return self._m.n_ctx
 
     @property
+    def n_threads(self) -> int:
+        return self._m.n_threads
+
+    @n_threads.setter
+    def n_threads(self, n: int) -> None:
+        """Threads for this session's compute; results do not depend on it (the kernels split work the same way)."""
+        self._m.n_threads = n
+
+    @property
     def tokenizer(self):
         return self._m.tokenizer
 
@@ -75,6 +84,15 @@ class Session:
         n_keep = self._m.trim_cache(seq)
         logits = self._m.eval(seq[n_keep:])
         self._tokens = seq
+        return logits
+
+    def forward(self, ids):
+        """float32 logits [len(ids), n_vocab] at every position of a fresh sequence; the session then holds ids (a
+        generate() on the same ids reuses all of them but the last)."""
+        ids = [int(t) for t in ids]
+        logits = self._m.forward(ids)
+        self._tokens = ids
+        self._rng_state = None
         return logits
 
     def generate(self, prompt=None, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,

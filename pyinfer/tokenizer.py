@@ -1,8 +1,8 @@
 """Byte-level BPE tokenizer (GPT-2, SmolLM, Llama 3, Qwen2 families): text -> token ids, ids -> bytes/text, and an
 incremental decoder for streaming. Pure Python (`regex` for pre-tokenization), tokenizing as llama.cpp does for the
 GGUF pre-tokenizer names it knows; reads GGUF-style token/merge lists, HF vocab.json+merges.txt or tokenizer.json.
-It does not implement SentencePiece/unigram models, normalizers, chat templates (chat.py), or BOS insertion
-(`add_bos` is metadata for the caller that builds the prompt).
+It does not implement SentencePiece-style vocabularies (tokenizer_spm.py), unigram models, normalizers, chat
+templates (chat.py), or BOS insertion (`add_bos` is metadata for the caller that builds the prompt).
 """
 import codecs
 import heapq
@@ -172,6 +172,54 @@ def gguf_special_tokens(tokens, token_types) -> tuple:
             special[t] = i
             user.pop(t, None)
     return special, user
+
+
+# End-of-generation texts (llama_vocab::impl::load, "maintain a list of tokens that cause end-of-generation"): every
+# token with one of these texts ends a generation, besides EOS/EOT/EOM and the FIM pad/repo/separator tokens.
+LLAMA_CPP_EOG_TEXTS = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+})
+# Roles llama.cpp finds by text when the GGUF names no id for them (role -> candidate texts).
+LLAMA_CPP_ROLE_TEXTS = {
+    "eot": ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
+            "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"),
+    "eom": ("<|eom_id|>",),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep": ("<|file_sep|>",),
+}
+
+
+def llama_cpp_eog_ids(tokens, ids: dict) -> tuple:
+    """(roles, eog_ids) as llama.cpp sets them for a vocabulary: roles is `ids` ({"eos": id or None, "eot": ...,
+    "eom": ..., "fim_pad"/"fim_rep"/"fim_sep": ...}, the ids the GGUF names) with the EOT/EOM/FIM roles it names
+    not filled in by text (llama.cpp takes whichever candidate its hash map yields first; here the lowest id);
+    eog_ids the frozenset of ids that end a generation: FIM pad/repo/sep, every LLAMA_CPP_EOG_TEXTS token, EOS, EOT
+    and EOM, less "<|end|>" when <|return|>/<|call|> (or <|calls|>/<|flush|>) are there too (gpt-oss, solar-open)
+    and "</s>" when <|tool_response> or <|plamo:eos|> is (gemma4, plamo)."""
+    by_text = {}
+    for i, t in enumerate(tokens):
+        if t:
+            by_text[t] = i                      # a repeated text: the last id wins (llama.cpp's token_to_id)
+    roles = dict(ids)
+    for role, texts in LLAMA_CPP_ROLE_TEXTS.items():
+        if roles.get(role) is None:
+            found = [by_text[t] for t in texts if t in by_text]
+            roles[role] = min(found) if found else None
+    eog = {roles[r] for r in ("fim_pad", "fim_rep", "fim_sep")}
+    eog.update(by_text[t] for t in LLAMA_CPP_EOG_TEXTS if t in by_text)
+    eog.update(roles.get(r) for r in ("eos", "eot", "eom"))
+    eog.discard(None)
+    texts = {tokens[i]: i for i in eog}
+    has_call = "<|call|>" in texts or "<|calls|>" in texts
+    if "<|end|>" in texts and has_call and ("<|return|>" in texts or "<|flush|>" in texts):
+        eog.discard(texts["<|end|>"])
+    if "</s>" in texts and ("<|tool_response>" in texts or "<|plamo:eos|>" in texts):
+        eog.discard(texts["</s>"])
+    return roles, frozenset(eog)
+
 
 _CACHE_MAX_ENTRIES = 100_000  # pre-token -> ids cache; cleared when full
 _CACHE_MAX_PIECE_LEN = 256    # longer pre-tokens (e.g. whitespace runs) are not cached

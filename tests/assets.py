@@ -211,3 +211,35 @@ def stdlib_sources(n_files, max_chars):
         with open(p, encoding="utf-8", errors="replace") as f:
             texts.append(f.read()[:max_chars])
     return texts
+
+
+# The random folders carry GPT-2's tokenizer files, but transformers 5 picks the tokenizer class from model_type
+# (Qwen2's and Gemma's differ from GPT-2's in pre-tokenizer and vocab handling), so the converter's AutoTokenizer
+# is pinned to GPT2Tokenizer: it then recognises GPT-2's pre-tokenizer ("gpt-2") as it does for a GPT-2 folder.
+_CONVERT_WITH_GPT2_TOKENIZER = """
+import os, runpy, sys, transformers
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # the script's own conversion/ package
+transformers.AutoTokenizer.from_pretrained = staticmethod(
+    lambda path, *a, **k: transformers.GPT2Tokenizer.from_pretrained(path))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def llama_cpp_convert(folder, out, outtype="f32") -> Path:
+    """llama.cpp's convert_hf_to_gguf.py (of the pinned version) on a random HF folder made by the tests (GPT-2's
+    tokenizer files): writes and returns the GGUF `out`."""
+    out = Path(out)
+    conv = llama_cpp_converter_dir()
+    runner = out.parent / "convert_with_gpt2_tokenizer.py"
+    runner.write_text(_CONVERT_WITH_GPT2_TOKENIZER)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not the installed gguf package
+    env["PYTHONPATH"] = os.pathsep.join([str(conv / "gguf-py")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
+                                                                   else []))
+    r = subprocess.run([sys.executable, str(runner), str(conv / "convert_hf_to_gguf.py"), str(folder), "--outtype",
+                        outtype, "--outfile", str(out)], capture_output=True, text=True, env=env, cwd=out.parent,
+                       timeout=300)
+    if r.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"convert_hf_to_gguf.py failed ({r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
+    return out

@@ -5,6 +5,7 @@ Imports neither pyinfer nor torch at module import time: tests that need them im
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +137,64 @@ def make_llama(tmp_path_factory):
         if key not in cache:
             folder = tmp_path_factory.mktemp("llama", numbered=True)
             cache[key] = build_llama(folder, **kwargs)
+        return cache[key]
+
+    return make
+
+
+def build_llama_family(folder, arch, n_layer=2, n_embd=96, n_head=6, n_head_kv=2, n_ff=160, n_positions=256,
+                       seed=0, tie=True, head_dim=None, sliding_window=None, init_range=INIT_RANGE, **extra):
+    """Write a random-weight HF Qwen2ForCausalLM / Qwen3ForCausalLM / Gemma3ForCausalLM (arch "qwen2", "qwen3",
+    "gemma3") with GPT-2's tokenizer files (n_vocab 50257) and return its path. Every norm gain and bias is
+    randomised (HF's init makes gains 1, Gemma's 0, and biases 0), so a loader that drops one is caught. Gemma 3:
+    sliding_window (with extra layer_types / sliding_window_pattern) makes local layers, extra may set
+    query_pre_attn_scalar, final_logit_softcapping, rope_parameters."""
+    import torch
+    import transformers
+
+    from assets import gpt2_tokenizer_files
+
+    common = dict(vocab_size=50257, hidden_size=n_embd, intermediate_size=n_ff, num_hidden_layers=n_layer,
+                  num_attention_heads=n_head, num_key_value_heads=n_head_kv, max_position_embeddings=n_positions,
+                  tie_word_embeddings=tie, initializer_range=init_range, bos_token_id=50256, eos_token_id=50256,
+                  pad_token_id=0)
+    if head_dim is not None:
+        common["head_dim"] = head_dim
+    if arch == "qwen2":
+        config, cls = transformers.Qwen2Config(**common, **extra), transformers.Qwen2ForCausalLM
+    elif arch == "qwen3":
+        config, cls = transformers.Qwen3Config(**common, **extra), transformers.Qwen3ForCausalLM
+    elif arch == "gemma3":
+        if sliding_window is not None:
+            extra["sliding_window"] = sliding_window
+        config, cls = transformers.Gemma3TextConfig(**common, **extra), transformers.Gemma3ForCausalLM
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:  # Gemma's gains are 1 + w: around 0 there, around 1 elsewhere
+                p.copy_((0.0 if arch == "gemma3" else 1.0) + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(folder)
+    gpt2_tokenizer_files(folder)
+    if arch == "gemma3":  # llama.cpp's Gemma 3 converter counts the vocabulary in tokenizer.json
+        transformers.GPT2Tokenizer.from_pretrained(str(folder)).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_llama_family(tmp_path_factory):
+    """Factory: make_llama_family(arch, **kwargs) -> Path of a random HF Qwen2/Qwen3/Gemma3 folder (cached)."""
+    cache = {}
+
+    def make(arch, **kwargs):
+        key = (arch, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        if key not in cache:
+            cache[key] = build_llama_family(tmp_path_factory.mktemp(arch, numbered=True), arch, **kwargs)
         return cache[key]
 
     return make

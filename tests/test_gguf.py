@@ -450,7 +450,7 @@ def test_tokenizer_from_gguf_matches_the_folder(gpt2_small, to_gguf):
 
 def test_tokenizer_metadata_errors(gpt2_small, to_gguf):
     _, _, _, fields = gguf_file.load_gguf(to_gguf(gpt2_small, "q8_0"))
-    bad = [({"tokenizer.ggml.model": "llama"}, "'llama'"), ({"tokenizer.ggml.pre": "deepseek-v9"}, "'deepseek-v9'"),
+    bad = [({"tokenizer.ggml.model": "bert"}, "'bert'"), ({"tokenizer.ggml.pre": "deepseek-v9"}, "'deepseek-v9'"),
            ({"tokenizer.ggml.pre": None}, "tokenizer.ggml.pre"), ({"tokenizer.ggml.model": None}, "no tokenizer"),
            ({"tokenizer.ggml.bos_token_id": 60000}, "bos_token_id 60000"),
            ({"tokenizer.ggml.token_type": [1, 1]}, "token_type"),
@@ -600,8 +600,8 @@ def test_missing_file_and_bad_arguments(tmp_path, gpt2_small, to_gguf):
         gguf_file.load_gguf(tmp_path / "nope.gguf")
     with pytest.raises(ValueError, match="dtype"):
         gguf_file.load_gguf(to_gguf(gpt2_small, "f32"), dtype="q4_0")
-    with pytest.raises(ValueError, match="q5_0"):
-        pq.quantize_model(gpt2_small, tmp_path / "x.gguf", "q5_0", progress=False)
+    with pytest.raises(ValueError, match="iq4_nl"):
+        pq.quantize_model(gpt2_small, tmp_path / "x.gguf", "iq4_nl", progress=False)
     with pytest.raises(FileNotFoundError):
         pq.quantize_model(tmp_path / "nope", tmp_path / "x.gguf", "q8_0", progress=False)
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
@@ -639,8 +639,9 @@ def test_tools_quantize_entry_point(gpt2_small, tmp_path):
 
 
 @pytest.mark.parametrize("args, rc, msg", [
-    (["--type", "q5_0"], 2, "invalid choice"),
-    (["--type", "q8_0", "--token-embedding-type", "q2_k"], 2, "invalid choice"),
+    (["--type", "iq4_nl"], 2, "invalid choice"),
+    (["--type", "q4_k"], 2, "invalid choice"),  # a type, not a recipe (q4_k_s, q4_k_m)
+    (["--type", "q8_0", "--token-embedding-type", "q4_k_m"], 2, "invalid choice"),  # a recipe, not a type
     ([], 2, "--type"),
 ])
 def test_cli_quantize_usage_errors(gpt2_small, tmp_path, args, rc, msg):

@@ -140,7 +140,7 @@ def test_add(isa):
         assert np.array_equal(K.add(isa, a, b), a + b)  # one rounding: exact
 
 
-def attention_np(q, k, v, n_past, n_head, n_head_kv):
+def attention_np(q, k, v, n_past, n_head, n_head_kv, n_window=0):
     T, hd = q.shape[0], q.shape[1] // n_head
     out = np.zeros((T, n_head * hd))
     for h in range(n_head):
@@ -148,7 +148,10 @@ def attention_np(q, k, v, n_past, n_head, n_head_kv):
         qh, kh, vh = (a.astype(np.float64) for a in (q[:, h * hd:(h + 1) * hd], k[:, hk * hd:(hk + 1) * hd],
                                                       v[:, hk * hd:(hk + 1) * hd]))
         s = qh @ kh.T / np.sqrt(hd)  # [T, n_past + T]
-        mask = np.arange(k.shape[0])[None, :] > (n_past + np.arange(T))[:, None]
+        pos = (n_past + np.arange(T))[:, None]  # [T, 1] the queries' positions
+        mask = np.arange(k.shape[0])[None, :] > pos
+        if n_window:  # sliding window: key j visible only if pos - j < n_window
+            mask |= np.arange(k.shape[0])[None, :] <= pos - n_window
         s[mask] = -np.inf
         p = np.exp(s - s.max(1, keepdims=True))
         out[:, h * hd:(h + 1) * hd] = (p / p.sum(1, keepdims=True)) @ vh
@@ -170,6 +173,26 @@ def test_attention(isa, T, n_past, n_head, n_head_kv, hd):
     assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 2)), "1 vs 2 threads"
     for n_shared in {1, n_past, n_past + T}:  # the cache split into a shared prefix span and an own span
         assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1, n_shared)), n_shared
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("T,n_past,n_window", [(1, 40, 8), (12, 0, 5), (7, 30, 1), (6, 3, 100), (9, 20, 24)])
+def test_attention_sliding_window(isa, T, n_past, n_window):
+    r = rng(18)
+    n_head, n_head_kv, hd = 4, 2, 24
+    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
+    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    v = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    want = attention_np(q, k, v, n_past, n_head, n_head_kv, n_window)
+    out = K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1, n_window=n_window)
+    assert_close(out, want, KERNEL_F32, f"{isa} sliding-window attention")
+    assert_close(out, K.attention("ref", q, k, v, n_past, n_head, n_head_kv, 1, n_window=n_window), KERNEL_F32,
+                 f"{isa} vs ref")
+    assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 2, n_window=n_window))
+    for n_shared in {1, n_past, n_past + T}:
+        assert np.array_equal(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1, n_shared, n_window))
+    if n_window < n_past + T:  # the window changes the result
+        assert not np.allclose(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -257,4 +280,21 @@ def test_silu_mul(isa):
         assert_close(out, K.silu_mul("ref", g, u), KERNEL_F32, f"{isa} silu_mul vs ref n={n}")
     big = np.array([-1e4, -100, -20, 0, 20, 100, 1e4], np.float32)
     out = K.silu_mul(isa, big, np.ones(7, np.float32))
+    assert np.all(np.isfinite(out)) and out[0] == 0 and out[-1] == 1e4
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_mul(isa):
+    r = rng(19)
+    for n in SIZES:
+        g = misaligned((r.standard_normal(n) * 5).astype(np.float32))
+        u = r.standard_normal(n).astype(np.float32)
+        gd = g.astype(np.float64)
+        want = 0.5 * gd * (1 + np.tanh(np.sqrt(2 / np.pi) * (gd + 0.044715 * gd ** 3))) * u
+        out = K.gelu_mul(isa, g, u)
+        assert_close(out, want, KERNEL_F32, f"{isa} gelu_mul n={n}")
+        assert_close(out, K.gelu_mul("ref", g, u), KERNEL_F32, f"{isa} gelu_mul vs ref n={n}")
+        assert np.array_equal(out, K.gelu_tanh(isa, g) * u), "gelu_mul == gelu_tanh(g) * u"
+    big = np.array([-1e4, -100, -20, 0, 20, 100, 1e4], np.float32)
+    out = K.gelu_mul(isa, big, np.ones(7, np.float32))
     assert np.all(np.isfinite(out)) and out[0] == 0 and out[-1] == 1e4

@@ -171,3 +171,70 @@ def test_isa_override(gpt2_small):
     r = subprocess.run([sys.executable, "-c", "import pyinfer"], env=dict(os.environ, PYINFER_ISA="mmx"),
                        capture_output=True, text=True)
     assert r.returncode != 0 and "unknown ISA 'mmx'" in r.stderr
+
+
+def test_prompts_run_in_chunks_bit_identically(make_llama, monkeypatch):
+    """A prompt longer than EVAL_CHUNK runs as several C++ calls; logits and cache equal one call's, bit for bit."""
+    from pyinfer import model as model_mod
+
+    m = pyinfer.load(make_llama(), n_threads=2)
+    ids = [int(i) for i in np.random.default_rng(3).integers(0, 50257, 150)]
+    whole = m.forward(ids)
+    last = m.eval([7])
+    calls = []
+    monkeypatch.setattr(model_mod, "EVAL_CHUNK", 32)
+    orig = m._ctx.eval
+    m._ctx = _CountingCtx(m._ctx, calls)
+    assert np.array_equal(m.forward(ids), whole)
+    assert [n for n, _ in calls] == [32, 32, 32, 32, 22]
+    assert np.array_equal(m.eval([7]), last), "the cache after chunks equals the cache after one call"
+    calls.clear()
+    m.reset()
+    assert np.array_equal(m.eval(ids), whole[-1])
+    assert [n for n, _ in calls] == [32, 32, 32, 32, 22] and m.n_past == len(ids) == len(m.cached_ids)
+    del orig
+
+
+class _CountingCtx:
+    """Wraps a C++ context, recording (n_tokens, all_logits) of each eval; optionally raising after k calls."""
+
+    def __init__(self, ctx, calls, raise_after=None, exc=KeyboardInterrupt):
+        self._c, self._calls, self._raise_after, self._exc = ctx, calls, raise_after, exc
+
+    def eval(self, tokens, all_logits=False):
+        if self._raise_after is not None and len(self._calls) == self._raise_after:
+            raise self._exc()
+        self._calls.append((len(tokens), all_logits))
+        return self._c.eval(tokens, all_logits)
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+
+def test_interrupt_between_chunks_keeps_cache_consistent(make_llama, monkeypatch):
+    """Ctrl-C during a long prefill stops after the chunk in flight; what is cached is what the ids say."""
+    from pyinfer import model as model_mod
+
+    m = pyinfer.load(make_llama(), n_threads=1)
+    monkeypatch.setattr(model_mod, "EVAL_CHUNK", 16)
+    calls = []
+    real = m._ctx
+    m._ctx = _CountingCtx(real, calls, raise_after=3)
+    ids = list(range(100, 180))
+    with pytest.raises(KeyboardInterrupt):
+        m.eval(ids)
+    assert len(calls) == 3 and m.n_past == 48 and m.cached_ids == ids[:48]
+    m._ctx = real
+    # the next generate reuses the 48 cached tokens and gives the uninterrupted run's logits
+    full = pyinfer.load(make_llama(), n_threads=1).forward(ids)
+    assert m.trim_cache(ids) == 48
+    assert np.array_equal(m.eval(ids[48:]), full[-1])
+
+
+def test_kv_cache_larger_than_memory_is_refused(gpt2_small, monkeypatch):
+    from pyinfer import model as model_mod
+
+    monkeypatch.setattr(model_mod, "_mem_available", lambda: 1 << 16)  # 64 KiB free; the cache needs 128 KiB
+    with pytest.raises(ValueError, match=r"n_ctx 128 needs a 0\.1 MiB KV cache but only 0\.1 MiB .*smaller n_ctx"):
+        pyinfer.load(gpt2_small, n_ctx=128)
+    assert pyinfer.load(gpt2_small, n_ctx=64).n_ctx == 64  # 64 KiB: fits

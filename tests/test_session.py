@@ -132,3 +132,56 @@ def test_beams_in_a_session(model):
     assert texts == model.generate(PROMPT, max_tokens=4, num_beams=2, num_return_sequences=2)
     assert s.tokens == model.tokenize(PROMPT) and s.n_past == len(s.tokens)
     assert np.all(np.isfinite(s.eval(model.tokenize(" yes"))))
+
+
+def test_sessions_in_threads_equal_sequential(gpt2_small):
+    """One loaded model, four threads, each with its own Session: the same texts as one at a time (the C++ step
+    releases the GIL, so the threads really overlap)."""
+    import threading
+
+    m = pyinfer.load(gpt2_small, n_threads=1)
+    prompts = [f"Thread number {i} says" for i in range(4)]
+    want = [m.session().generate(p, max_tokens=24, seed=i) for i, p in enumerate(prompts)]
+    got, errors = [None] * 4, []
+
+    def work(i):
+        try:
+            s = m.session()
+            for _ in range(3):
+                s.reset()
+                got[i] = s.generate(prompts[i], max_tokens=24, seed=i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and got == want
+
+
+def test_one_session_from_two_threads_is_a_clear_error(gpt2_small):
+    """A generation owns its session's cache until it ends: a second generate() (from another thread, or while a
+    stream is still open) raises instead of interleaving two sequences in one cache."""
+    import threading
+
+    s = pyinfer.load(gpt2_small, n_threads=1).session()
+    stream = s.generate("Once upon a time", max_tokens=50, seed=0, stream=True)
+    first = next(iter(stream))
+    errors = []
+
+    def other():
+        try:
+            s.generate("Another story", max_tokens=5, seed=1)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(timeout=60)
+    assert len(errors) == 1 and "in use by another thread" in errors[0] and "Session" in errors[0]
+    rest = "".join(stream)  # the first generation goes on undisturbed
+    ref = pyinfer.load(gpt2_small, n_threads=1).session().generate("Once upon a time", max_tokens=50, seed=0)
+    assert first + rest == ref
+    assert s.generate("Another story", max_tokens=5, seed=1)  # free again once the stream has ended

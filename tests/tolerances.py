@@ -227,3 +227,26 @@ TABLE.update({
     "CONVERTED_Q8_0_VS_HF": CONVERTED_Q8_0_VS_HF,
     "CONVERTED_Q8_0_TOP1_VS_HF": CONVERTED_Q8_0_TOP1_VS_HF,
 })
+
+
+# --- the exact model (tests/test_exact.py) -----------------------------------------------------------------------
+# pyinfer's activations="f32" mode vs the float64 numpy oracle on the same file: both dequantize the same weights
+# exactly; only f32 arithmetic (and its summation order) differs, as for f32 files vs HF.
+EXACT_VS_ORACLE = 1e-4
+# Mean KL divergence (nats per token) of the default path (8-bit activation blocks) to the exact model, per recipe,
+# on the random 256-wide test models: each bound is 4x the figure measured here (Qwen 3: 2.8e-3..3.0e-3 for the
+# 32-blocks, 5.3e-3..5.8e-3 for the K-quants, whose Q8_K activations share one scale per 256 values; Gemma 3's
+# peaked random logits: ~1e-10). The rounding of activations, not the weight type, dominates.
+DEFAULT_VS_EXACT_KLD = {"q8_0": 1.2e-2, "q4_0": 1.2e-2, "q4_1": 1.2e-2, "q5_0": 1.2e-2, "q5_1": 1.2e-2,
+                        "q2_k": 2.4e-2, "q3_k_m": 2.2e-2, "q4_k_m": 2.4e-2, "q5_k_m": 2.4e-2, "q6_k": 2.2e-2}
+
+
+def mean_kld(ref_logits, logits) -> float:
+    """mean over rows of KL(softmax(ref) || softmax(logits)), in float64."""
+    a = np.asarray(ref_logits, np.float64)
+    b = np.asarray(logits, np.float64)
+    la = a - a.max(1, keepdims=True)
+    la -= np.log(np.exp(la).sum(1, keepdims=True))
+    lb = b - b.max(1, keepdims=True)
+    lb -= np.log(np.exp(lb).sum(1, keepdims=True))
+    return float((np.exp(la) * (la - lb)).sum(1).mean())

@@ -105,7 +105,7 @@ static py::array_t<float> add_py(const std::string& isa, const py::array& a, con
 // q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) -> (T, n_head*hd)
 static py::array_t<float> attention_py(const std::string& isa, const py::array& q, const py::array& k,
                                        const py::array& v, int64_t n_past, int64_t n_head, int64_t n_head_kv,
-                                       int n_threads, int64_t n_shared) {
+                                       int n_threads, int64_t n_shared, int64_t n_window) {
     const Kernels& K = kernels_named(isa);
     checked<float>(q, "q", 2);
     checked<float>(k, "k", 2);
@@ -119,6 +119,7 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
     check_arg(k.shape(1) == n_head_kv * hd && v.shape(1) == n_head_kv * hd, "k and v must have n_head_kv*hd columns");
     if (n_threads <= 0) n_threads = 1;
     check_arg(n_shared >= 0 && n_shared <= n_past + T, "n_shared must be in [0, n_past + T]");
+    check_arg(n_window >= 0, "n_window must be >= 0 (0: no sliding window)");
     py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)(n_head * hd)});
     std::vector<float> scratch((size_t)n_threads * (n_past + T) + 1);
     float* o = out.mutable_data();
@@ -131,7 +132,7 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
         const float *kp = static_cast<const float*>(k.data()), *vp = static_cast<const float*>(v.data());
         const int64_t kvs = n_head_kv * hd;
         K.attention(o, static_cast<const float*>(q.data()), kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs,
-                    scratch.data(), T, n_past, n_head, n_head_kv, hd, kvs, 1.0f / std::sqrt((float)hd));
+                    scratch.data(), T, n_past, n_head, n_head_kv, hd, kvs, 1.0f / std::sqrt((float)hd), n_window);
     }
     return out;
 }
@@ -166,6 +167,8 @@ static py::array_t<uint8_t> quantize_py(const std::string& isa, const py::array&
     const float* xp = static_cast<const float*>(x.data());
     {
         py::gil_scoped_release nogil;
+        // rows are independent: the bytes do not depend on the thread count (the K-quant fits are slow)
+#pragma omp parallel for schedule(dynamic, 16)
         for (int64_t r = 0; r < rows; r++) K.quantize_row(o + r * rb, xp + r * n, n, t);
     }
     return out;
@@ -209,14 +212,15 @@ static py::array_t<float> rope_py(const std::string& isa, const py::array& x, in
     return out;
 }
 
-static py::array_t<float> silu_mul_py(const std::string& isa, const py::array& g, const py::array& u) {
+// g, u (n) -> silu(g) * u (SwiGLU) or, with gelu, gelu_tanh(g) * u (GeGLU)
+static py::array_t<float> glu_py(const std::string& isa, const py::array& g, const py::array& u, bool gelu) {
     const Kernels& K = kernels_named(isa);
     checked<float>(g, "g", 1);
     checked<float>(u, "u", 1);
     check_arg(g.shape(0) == u.shape(0), "g and u must have the same length");
     py::array_t<float> out(g.shape(0));
     std::memcpy(out.mutable_data(), g.data(), g.shape(0) * sizeof(float));
-    K.silu_mul(out.mutable_data(), static_cast<const float*>(u.data()), g.shape(0));
+    (gelu ? K.gelu_mul : K.silu_mul)(out.mutable_data(), static_cast<const float*>(u.data()), g.shape(0));
     return out;
 }
 
@@ -326,12 +330,16 @@ void register_kernels(py::module_& m) {
     k.def("rmsnorm", &rmsnorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("eps") = 1e-5f);
     k.def("rope", &rope_py, py::arg("isa"), py::arg("x"), py::arg("n_heads"), py::arg("n_rot"), py::arg("cos_sin"),
           py::arg("neox"));
-    k.def("silu_mul", &silu_mul_py, py::arg("isa"), py::arg("g"), py::arg("u"));
+    k.def("silu_mul", [](const std::string& isa, const py::array& g, const py::array& u) { return glu_py(isa, g, u, false); },
+          py::arg("isa"), py::arg("g"), py::arg("u"));
+    k.def("gelu_mul", [](const std::string& isa, const py::array& g, const py::array& u) { return glu_py(isa, g, u, true); },
+          py::arg("isa"), py::arg("g"), py::arg("u"));
     k.def("gelu_tanh", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "gelu"); });
     k.def("softmax", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "softmax"); });
     k.def("add", &add_py);
     k.def("attention", &attention_py, py::arg("isa"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_past"),
-          py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0);
+          py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0,
+          py::arg("n_window") = 0);
     k.def("bench_matmul", &bench_matmul_py, py::arg("isa"), py::arg("x"), py::arg("ws"), py::arg("n_threads") = 1,
           py::arg("repeats") = 10, "seconds of each of `repeats` matmuls, call i with ws[i % len(ws)]");
     k.def("bench_int8_peak", &bench_int8_peak_py, py::arg("isa"), py::arg("n_threads") = 1, py::arg("repeats") = 5,

@@ -64,10 +64,13 @@ public:
         : tensors_(tensors) {
         if (arch == "gpt2")
             cfg_.arch = Arch::GPT2;
-        else if (arch == "llama")
+        else if (arch == "llama" || arch == "qwen2" || arch == "qwen3")  // Qwen: optional biases / q-k norms
             cfg_.arch = Arch::LLAMA;
+        else if (arch == "gemma3")
+            cfg_.arch = Arch::GEMMA3;
         else
-            throw std::invalid_argument("unsupported architecture '" + arch + "' (supported: gpt2, llama)");
+            throw std::invalid_argument("unsupported architecture '" + arch +
+                                        "' (supported: gpt2, llama, qwen2, qwen3, gemma3)");
         cfg_.n_vocab = get_int(hp, "n_vocab");
         cfg_.n_ctx_train = get_int(hp, "n_ctx_train");
         cfg_.n_embd = get_int(hp, "n_embd");
@@ -80,6 +83,17 @@ public:
         cfg_.rope_base = hp.contains("rope_base") ? hp["rope_base"].cast<float>() : 10000.0f;
         cfg_.n_rot = hp.contains("n_rot") ? get_int(hp, "n_rot") : 0;
         cfg_.rope_neox = hp.contains("rope_neox") ? hp["rope_neox"].cast<bool>() : false;
+        cfg_.n_swa = hp.contains("n_swa") ? get_int(hp, "n_swa") : 0;
+        if (hp.contains("swa_layers"))
+            for (py::handle v : hp["swa_layers"].cast<py::sequence>()) cfg_.swa.push_back(v.cast<bool>());
+        cfg_.rope_base_swa = hp.contains("rope_base_swa") ? hp["rope_base_swa"].cast<float>() : 10000.0f;
+        cfg_.attn_scale = hp.contains("attn_scale") ? hp["attn_scale"].cast<float>() : 0.0f;
+        cfg_.logit_softcap = hp.contains("logit_softcap") ? hp["logit_softcap"].cast<float>() : 0.0f;
+        cfg_.exact = hp.contains("exact") ? hp["exact"].cast<bool>() : false;
+        check_arg(cfg_.n_swa >= 0 && cfg_.attn_scale >= 0.0f && cfg_.logit_softcap >= 0.0f && cfg_.rope_base_swa > 0.0f,
+                  "n_swa, attn_scale and logit_softcap must be >= 0, rope_base_swa > 0");
+        check_arg(cfg_.swa.empty() || (int64_t)cfg_.swa.size() == get_int(hp, "n_layer"),
+                  "swa_layers must list one flag per layer");
         check_arg(cfg_.n_vocab > 0 && cfg_.n_embd > 0 && cfg_.n_head > 0 && cfg_.n_head_kv > 0 && cfg_.n_layer > 0 &&
                       cfg_.n_ff > 0 && cfg_.n_ctx_train > 0 && cfg_.n_embd_head >= 0,
                   "hyperparameters must be positive");
@@ -93,7 +107,7 @@ public:
 
         const int64_t C = cfg_.n_embd, V = cfg_.n_vocab, F = cfg_.n_ff;
         const int64_t q_dim = cfg_.n_head * hd, kv_dim = cfg_.n_head_kv * hd;
-        const bool gpt2 = cfg_.arch == Arch::GPT2;
+        const bool gpt2 = cfg_.arch == Arch::GPT2, gemma = cfg_.arch == Arch::GEMMA3;
         TensorBinder b{tensors, {}};
         w_.tok_embd = b.mat("token_embd.weight", V, C);
         if (gpt2) w_.pos_embd = b.mat("position_embd.weight", cfg_.n_ctx_train, C);
@@ -118,10 +132,19 @@ public:
                 L.attn_q = b.mat(p + "attn_q.weight", q_dim, C);
                 L.attn_k = b.mat(p + "attn_k.weight", kv_dim, C);
                 L.attn_v = b.mat(p + "attn_v.weight", kv_dim, C);
-                L.attn_q_b = b.vec(p + "attn_q.bias", q_dim, /*required=*/false);
-                L.attn_k_b = b.vec(p + "attn_k.bias", kv_dim, false);
-                L.attn_v_b = b.vec(p + "attn_v.bias", kv_dim, false);
-                L.attn_out_b = b.vec(p + "attn_output.bias", C, false);
+                if (!gemma) {
+                    L.attn_q_b = b.vec(p + "attn_q.bias", q_dim, /*required=*/false);
+                    L.attn_k_b = b.vec(p + "attn_k.bias", kv_dim, false);
+                    L.attn_v_b = b.vec(p + "attn_v.bias", kv_dim, false);
+                    L.attn_out_b = b.vec(p + "attn_output.bias", C, false);
+                }
+                // per-head q/k norms: required by gemma3, optional (qwen3) otherwise, but both or neither
+                L.attn_q_norm = b.vec(p + "attn_q_norm.weight", hd, gemma);
+                L.attn_k_norm = b.vec(p + "attn_k_norm.weight", hd, gemma || L.attn_q_norm);
+                if (gemma) {
+                    L.attn_post_norm = b.vec(p + "post_attention_norm.weight", C);
+                    L.ffn_post_norm = b.vec(p + "post_ffw_norm.weight", C);
+                }
                 L.ffn_gate = b.mat(p + "ffn_gate.weight", F, C);
             }
         }

@@ -32,10 +32,14 @@ size_t matmul_scratch_bytes(const Tensor& w, int64_t T) {
     return (size_t)T * (size_t)(w.n_cols / QK) * sizeof(block_q8a);
 }
 
+size_t matmul_exact_scratch_bytes(const Tensor& w, int n_threads) {
+    return dtype_is_quantized(w.dtype) ? (size_t)(n_threads > 0 ? n_threads : 1) * (size_t)w.n_cols * sizeof(float) : 0;
+}
+
 bool quantize_supported(DType t) {
     switch (t) {
         case DType::F32: case DType::F16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
-        case DType::Q5_1:
+        case DType::Q5_1: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
             return true;
         default: return false;
     }

@@ -17,6 +17,10 @@ struct Kernels {
     // bias (N) or nullptr.  Each out element is the same dot product whatever T is (decode == prefill).
     // Quantized weights: x is first quantized to 8-bit blocks in `scratch` (matmul_scratch_bytes(w, T) bytes).
     void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
+    // [omp] matmul with the activations kept in f32 (the exact model of a quantized file): each weight row is
+    // dequantized (get_row) into `scratch` (n_threads * K floats, matmul_exact_scratch_bytes) and dotted with every
+    // token in f32.  Float weights: matmul.  Every out element is one dot product: thread- and T-invariant.
+    void (*matmul_exact)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
     // out (n) = row `row` of w as float (embedding lookup / dequantization for any weight type)
     void (*get_row)(float* out, const Tensor& w, int64_t row);
     // [omp] out (T, C) = (x - mean) / sqrt(var + eps) * g + b, per row; g, b (C); b may be nullptr
@@ -30,6 +34,8 @@ struct Kernels {
                  const float* cos_sin, bool neox);
     // g (n) in place: silu(g) * u = g / (1 + exp(-g)) * u   (SwiGLU)
     void (*silu_mul)(float* g, const float* u, int64_t n);
+    // g (n) in place: gelu_tanh(g) * u   (GeGLU, Gemma)
+    void (*gelu_mul)(float* g, const float* u, int64_t n);
     // x (n) in place: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
     void (*gelu_tanh)(float* x, int64_t n);
     // x (n) in place: exp(x - max) / sum
@@ -39,10 +45,11 @@ struct Kernels {
     // [omp] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
     // spans: rows j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g. beams), rows
     // j >= n_shared from (k, v) at row j - n_shared.  out (T, n_head*hd); q (T, n_head*hd); k/v rows have kv_stride
-    // floats (n_head_kv*hd used); scratch: n_threads * (n_past + T) floats.  Query t sees positions 0 .. n_past + t.
+    // floats (n_head_kv*hd used); scratch: n_threads * (n_past + T) floats.  Query t (position p = n_past + t) sees
+    // positions 0 .. p, or with n_window > 0 (sliding-window attention) only p - n_window + 1 .. p.
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
-                      int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale);
+                      int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);
     // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers.
     // Only the types of quantize_supported(); any other type writes nothing.
     void (*quantize_row)(void* out, const float* x, int64_t n, DType t);
@@ -54,6 +61,8 @@ struct Kernels {
 
 // Scratch bytes matmul needs for weight w and T activation rows (0 for float weights).
 size_t matmul_scratch_bytes(const Tensor& w, int64_t T);
+// Scratch bytes matmul_exact needs for weight w with n_threads threads.
+size_t matmul_exact_scratch_bytes(const Tensor& w, int n_threads);
 
 // Whether quantize_row writes type t (it leaves the output alone for any other type); keep in step with its switch.
 bool quantize_supported(DType t);

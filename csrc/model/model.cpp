@@ -1,6 +1,5 @@
-// The forward pass of each architecture over a batch of tokens, updating the KV cache:
-//   gpt2:  learned positions, pre-LayerNorm blocks, fused QKV, GELU-tanh MLP, tied LM head.
-//   llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU MLP, LM head tied or not.
+// A sequence's context: the KV cache (with shared-prefix children, truncation, save/load), scratch buffers, and
+// eval(), which runs one architecture's forward pass (forward_<arch>.cpp) over a batch of tokens and the LM head.
 // One call runs every layer; threads come from OpenMP inside the kernels.
 #include "model.h"
 
@@ -121,6 +120,7 @@ void Context::load_state(const uint8_t* src, size_t n) {
 }
 
 void Context::set_n_threads(int n) {
+    cap_ = 0;  // scratch sizes may depend on the thread count (matmul_exact): sized again on the next eval
     if (n <= 0) n = max_threads_default();
 #if !defined(_OPENMP)
     n = 1;
@@ -137,10 +137,13 @@ void Context::reserve(int64_t n) {
     q_.resize(n * Hd);
     att_.resize(n * Hd);
     ff_.resize(n * F);
-    ff2_.resize(cfg_.arch == Arch::LLAMA ? n * F : 0);
-    rope_cs_.resize(cfg_.arch == Arch::LLAMA ? n * cfg_.head_dim() : 0);
+    ff2_.resize(cfg_.arch != Arch::GPT2 ? n * F : 0);
+    rope_cs_.resize(cfg_.arch != Arch::GPT2 ? n * cfg_.head_dim() : 0);
+    rope_cs_swa_.resize(cfg_.arch == Arch::GEMMA3 ? n * cfg_.head_dim() : 0);
     size_t q = 0;
-    auto need = [&](const Tensor& t) { q = std::max(q, matmul_scratch_bytes(t, n)); };
+    auto need = [&](const Tensor& t) {
+        q = std::max(q, cfg_.exact ? matmul_exact_scratch_bytes(t, n_threads_) : matmul_scratch_bytes(t, n));
+    };
     for (const LayerWeights& L : w_.layers)
         for (const Tensor* t : {&L.attn_qkv, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_out, &L.ffn_gate, &L.ffn_up,
                                 &L.ffn_down})
@@ -165,10 +168,11 @@ void Context::eval(const int32_t* tokens, int64_t n, bool all_logits, float* log
 #endif
     reserve(n);
     att_scratch_.resize((size_t)n_threads_ * (n_past_ + n));
-    if (cfg_.arch == Arch::GPT2)
-        forward_gpt2(tokens, n);
-    else
-        forward_llama(tokens, n);
+    switch (cfg_.arch) {
+        case Arch::GPT2: forward_gpt2(tokens, n); break;
+        case Arch::LLAMA: forward_llama(tokens, n); break;
+        case Arch::GEMMA3: forward_gemma3(tokens, n); break;
+    }
     lm_head(n, all_logits, logits);
     n_past_ += n;
 }
@@ -179,97 +183,23 @@ void Context::lm_head(int64_t T, bool all_logits, float* logits) {
     const int64_t C = cfg_.n_embd, first = all_logits ? 0 : T - 1, rows = T - first;
     if (cfg_.arch == Arch::GPT2)
         K.layernorm(h_.data(), x_.data() + first * C, w_.out_norm, w_.out_norm_b, rows, C, cfg_.norm_eps);
-    else
+    else  // llama, gemma3 (whose GGUF norm weights already hold Gemma's 1 + w)
         K.rmsnorm(h_.data(), x_.data() + first * C, w_.out_norm, rows, C, cfg_.norm_eps);
-    K.matmul(logits, h_.data(), w_.output, nullptr, rows, mm_scratch_.data());
-}
-
-void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
-    const Kernels& K = *k_;
-    const int64_t C = cfg_.n_embd, H = cfg_.n_head, hd = cfg_.head_dim();
-    const int64_t kv_dim = cfg_.n_head_kv * hd;
-    float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *q = q_.data(), *att = att_.data(), *ff = ff_.data();
-    void* qs = mm_scratch_.data();
-
-    // token + position embeddings: x (T, C)
-    for (int64_t t = 0; t < T; t++) {
-        K.get_row(x + t * C, w_.tok_embd, tokens[t]);
-        K.get_row(h, w_.pos_embd, n_past_ + t);
-        K.add(x + t * C, x + t * C, h, C);
-    }
-    const float scale = 1.0f / std::sqrt((float)hd);
-    for (int64_t l = 0; l < cfg_.n_layer; l++) {
-        const LayerWeights& L = w_.layers[l];
-        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
-        float* vc = (float*)layer_v(l);
-        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
-        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
-        // attention block
-        K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);  // (T, C)
-        K.matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T, qs);                   // (T, C) -> (T, 3C)
-        for (int64_t t = 0; t < T; t++) {                                    // split into q and the cache
-            std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
-            std::memcpy(kc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
-            std::memcpy(vc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
-        }
-        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim,
-                    scale);
-        K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, C) -> (T, C)
-        K.add(x, x, h, T * C);
-        // MLP block
-        K.layernorm(h, x, L.ffn_norm, L.ffn_norm_b, T, C, cfg_.norm_eps);
-        K.matmul(ff, h, L.ffn_up, L.ffn_up_b, T, qs);  // (T, C) -> (T, n_ff)
-        K.gelu_tanh(ff, T * cfg_.n_ff);
-        K.matmul(h, ff, L.ffn_down, L.ffn_down_b, T, qs);  // (T, n_ff) -> (T, C)
-        K.add(x, x, h, T * C);
+    matmul(logits, h_.data(), w_.output, nullptr, rows);
+    if (cfg_.logit_softcap > 0.0f) {  // gemma: softcap * tanh(logits / softcap)
+        const float c = cfg_.logit_softcap;
+        for (int64_t i = 0; i < rows * cfg_.n_vocab; i++) logits[i] = c * std::tanh(logits[i] / c);
     }
 }
 
-void Context::forward_llama(const int32_t* tokens, int64_t T) {
-    const Kernels& K = *k_;
-    const int64_t C = cfg_.n_embd, H = cfg_.n_head, Hkv = cfg_.n_head_kv, hd = cfg_.head_dim();
-    const int64_t q_dim = H * hd, kv_dim = Hkv * hd, F = cfg_.n_ff;
-    const int64_t n_rot = cfg_.n_rot ? cfg_.n_rot : hd;
-    float *x = x_.data(), *h = h_.data(), *q = q_.data(), *att = att_.data(), *g = ff_.data(), *u = ff2_.data();
-    void* qs = mm_scratch_.data();
-
-    for (int64_t t = 0; t < T; t++) K.get_row(x + t * C, w_.tok_embd, tokens[t]);  // x (T, C)
-    // cos/sin of pos * base^(-2i/n_rot) for the new positions, shared by every layer: (T, n_rot/2, 2)
-    float* cs = rope_cs_.data();
+// cos/sin of pos * base^(-2i/n_rot) for the new positions, shared by every layer: cs (T, n_rot/2, 2)
+void Context::rope_table(float* cs, int64_t T, int64_t n_rot, float base) const {
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < n_rot / 2; i++) {
-            const double theta = (double)(n_past_ + t) * std::pow((double)cfg_.rope_base, -2.0 * i / (double)n_rot);
+            const double theta = (double)(n_past_ + t) * std::pow((double)base, -2.0 * i / (double)n_rot);
             cs[(t * (n_rot / 2) + i) * 2] = (float)std::cos(theta);
             cs[(t * (n_rot / 2) + i) * 2 + 1] = (float)std::sin(theta);
         }
-    const float scale = 1.0f / std::sqrt((float)hd);
-    for (int64_t l = 0; l < cfg_.n_layer; l++) {
-        const LayerWeights& L = w_.layers[l];
-        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
-        float* vc = (float*)layer_v(l);
-        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
-        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
-        float* k_new = kc + (n_past_ - n_shared_) * kv_dim;  // (T, kv_dim): written straight into the cache
-        float* v_new = vc + (n_past_ - n_shared_) * kv_dim;
-        // attention block
-        K.rmsnorm(h, x, L.attn_norm, T, C, cfg_.norm_eps);  // (T, C)
-        K.matmul(q, h, L.attn_q, L.attn_q_b, T, qs);          // (T, C) -> (T, H hd)
-        K.matmul(k_new, h, L.attn_k, L.attn_k_b, T, qs);      // (T, C) -> (T, Hkv hd)
-        K.matmul(v_new, h, L.attn_v, L.attn_v_b, T, qs);      // (T, C) -> (T, Hkv hd)
-        K.rope(q, T, H, hd, q_dim, n_rot, cs, cfg_.rope_neox);
-        K.rope(k_new, T, Hkv, hd, kv_dim, n_rot, cs, cfg_.rope_neox);
-        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim,
-                    scale);  // (T, H hd)
-        K.matmul(h, att, L.attn_out, L.attn_out_b, T, qs);  // (T, H hd) -> (T, C)
-        K.add(x, x, h, T * C);
-        // SwiGLU MLP block
-        K.rmsnorm(h, x, L.ffn_norm, T, C, cfg_.norm_eps);
-        K.matmul(g, h, L.ffn_gate, nullptr, T, qs);  // (T, C) -> (T, F)
-        K.matmul(u, h, L.ffn_up, nullptr, T, qs);    // (T, C) -> (T, F)
-        K.silu_mul(g, u, T * F);
-        K.matmul(h, g, L.ffn_down, nullptr, T, qs);  // (T, F) -> (T, C)
-        K.add(x, x, h, T * C);
-    }
 }
 
 }  // namespace pyinfer

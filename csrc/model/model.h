@@ -10,7 +10,8 @@
 
 namespace pyinfer {
 
-enum class Arch : int { GPT2 = 0, LLAMA = 1 };
+// LLAMA also runs Qwen 2 (q/k/v biases) and Qwen 3 (per-head q/k RMSNorm): optional tensors of the same pass.
+enum class Arch : int { GPT2 = 0, LLAMA = 1, GEMMA3 = 2 };
 
 struct ModelConfig {
     Arch arch = Arch::GPT2;
@@ -20,7 +21,15 @@ struct ModelConfig {
     float rope_base = 10000.0f;
     int64_t n_rot = 0;         // rotary dims per head; 0 -> head_dim
     bool rope_neox = false;    // true: rotate (i, i + n_rot/2) pairs (HF layout); false: adjacent pairs (GGUF)
+    // gemma3: layers with swa[l] attend to the last n_swa positions only and rotate with rope_base_swa
+    int64_t n_swa = 0;
+    std::vector<bool> swa;     // (n_layer) or empty: no sliding-window layers
+    float rope_base_swa = 10000.0f;
+    float attn_scale = 0.0f;   // q . k scale; 0 -> 1 / sqrt(head_dim)
+    float logit_softcap = 0.0f;  // > 0: logits = softcap * tanh(logits / softcap)
+    bool exact = false;        // activations stay f32 against dequantized weights (Kernels::matmul_exact)
     int64_t head_dim() const { return n_embd_head ? n_embd_head : n_embd / n_head; }
+    bool layer_swa(int64_t l) const { return n_swa > 0 && (size_t)l < swa.size() && swa[l]; }
 };
 
 struct LayerWeights {
@@ -29,6 +38,8 @@ struct LayerWeights {
     const float* attn_qkv_b = nullptr;                          // gpt2: (3 n_embd)
     Tensor attn_q, attn_k, attn_v;                              // llama: (n_head hd | n_head_kv hd, n_embd)
     const float *attn_q_b = nullptr, *attn_k_b = nullptr, *attn_v_b = nullptr;  // optional (Qwen2-style)
+    const float *attn_q_norm = nullptr, *attn_k_norm = nullptr;  // (head_dim): per-head RMSNorm (Qwen3, Gemma3)
+    const float *attn_post_norm = nullptr, *ffn_post_norm = nullptr;  // gemma3: (n_embd) after each block
     Tensor attn_out;                                            // (n_embd, n_head hd)
     const float* attn_out_b = nullptr;                          // (n_embd)
     const float *ffn_norm = nullptr, *ffn_norm_b = nullptr;     // (n_embd)
@@ -81,7 +92,14 @@ public:
 private:
     void forward_gpt2(const int32_t* tokens, int64_t n);
     void forward_llama(const int32_t* tokens, int64_t n);
+    void forward_gemma3(const int32_t* tokens, int64_t n);
+    // cos/sin of pos * base^(-2i/n_rot) for positions n_past .. n_past+T-1: cs (T, n_rot/2, 2)
+    void rope_table(float* cs, int64_t T, int64_t n_rot, float base) const;
     void lm_head(int64_t n, bool all_logits, float* logits);
+    // out (T, w.n_rows) = x (T, w.n_cols) . w^T (+ bias): the quantized-activation matmul, or the exact one
+    void matmul(float* out, const float* x, const Tensor& w, const float* bias, int64_t T) {
+        (cfg_.exact ? k_->matmul_exact : k_->matmul)(out, x, w, bias, T, mm_scratch_.data());
+    }
     void reserve(int64_t n);
 
     ModelConfig cfg_;
@@ -98,7 +116,7 @@ private:
     std::vector<float> k_cache_, v_cache_;  // (n_layer, n_ctx - n_shared, n_head_kv * head_dim): own positions
     // scratch, sized for the largest batch seen
     int64_t cap_ = 0;
-    std::vector<float> x_, h_, qkv_, q_, att_, ff_, ff2_, rope_cs_, att_scratch_;
+    std::vector<float> x_, h_, qkv_, q_, att_, ff_, ff2_, rope_cs_, rope_cs_swa_, att_scratch_;
     std::vector<uint8_t> mm_scratch_;  // quantized activations for matmul
 };
 

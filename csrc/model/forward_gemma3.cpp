@@ -1,0 +1,65 @@
+// Gemma 3's forward pass: embeddings scaled by sqrt(n_embd); RMSNorm before and after each block (GGUF norm weights
+// already hold Gemma's 1 + w); per-head q/k RMSNorm; rotate-half RoPE with one base for sliding-window (local)
+// layers and another for global ones; local layers attend to the last n_swa positions; GeGLU (gelu-tanh gate) MLP.
+// The LM head (with the optional final logit soft-cap) is Context::lm_head.
+#include "model.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace pyinfer {
+
+void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
+    const Kernels& K = *k_;
+    const int64_t C = cfg_.n_embd, H = cfg_.n_head, Hkv = cfg_.n_head_kv, hd = cfg_.head_dim();
+    const int64_t kv_dim = Hkv * hd, F = cfg_.n_ff;
+    const int64_t n_rot = cfg_.n_rot ? cfg_.n_rot : hd;
+    const float eps = cfg_.norm_eps;
+    float *x = x_.data(), *h = h_.data(), *q = q_.data(), *att = att_.data(), *g = ff_.data(), *u = ff2_.data();
+
+    const float embd_scale = std::sqrt((float)C);
+    for (int64_t t = 0; t < T; t++) {  // x (T, C)
+        K.get_row(x + t * C, w_.tok_embd, tokens[t]);
+        for (int64_t i = 0; i < C; i++) x[t * C + i] *= embd_scale;
+    }
+    float* cs_global = rope_cs_.data();  // (T, n_rot/2, 2) each
+    float* cs_local = rope_cs_swa_.data();
+    rope_table(cs_global, T, n_rot, cfg_.rope_base);
+    rope_table(cs_local, T, n_rot, cfg_.rope_base_swa);
+    const float scale = cfg_.attn_scale > 0.0f ? cfg_.attn_scale : 1.0f / std::sqrt((float)hd);
+    for (int64_t l = 0; l < cfg_.n_layer; l++) {
+        const LayerWeights& L = w_.layers[l];
+        const bool local = cfg_.layer_swa(l);
+        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
+        float* vc = (float*)layer_v(l);
+        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
+        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
+        float* k_new = kc + (n_past_ - n_shared_) * kv_dim;  // (T, kv_dim): written straight into the cache
+        float* v_new = vc + (n_past_ - n_shared_) * kv_dim;
+        // attention block
+        K.rmsnorm(h, x, L.attn_norm, T, C, eps);          // (T, C)
+        matmul(q, h, L.attn_q, nullptr, T);          // (T, C) -> (T, H hd)
+        matmul(k_new, h, L.attn_k, nullptr, T);      // (T, C) -> (T, Hkv hd)
+        matmul(v_new, h, L.attn_v, nullptr, T);      // (T, C) -> (T, Hkv hd)
+        K.rmsnorm(q, q, L.attn_q_norm, T * H, hd, eps);    // per head, in place
+        K.rmsnorm(k_new, k_new, L.attn_k_norm, T * Hkv, hd, eps);
+        const float* cs = local ? cs_local : cs_global;
+        K.rope(q, T, H, hd, H * hd, n_rot, cs, cfg_.rope_neox);
+        K.rope(k_new, T, Hkv, hd, kv_dim, n_rot, cs, cfg_.rope_neox);
+        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim, scale,
+                    local ? cfg_.n_swa : 0);             // (T, H hd)
+        matmul(h, att, L.attn_out, nullptr, T);      // (T, H hd) -> (T, C)
+        K.rmsnorm(h, h, L.attn_post_norm, T, C, eps);
+        K.add(x, x, h, T * C);
+        // GeGLU MLP block
+        K.rmsnorm(h, x, L.ffn_norm, T, C, eps);
+        matmul(g, h, L.ffn_gate, nullptr, T);  // (T, C) -> (T, F)
+        matmul(u, h, L.ffn_up, nullptr, T);    // (T, C) -> (T, F)
+        K.gelu_mul(g, u, T * F);
+        matmul(h, g, L.ffn_down, nullptr, T);  // (T, F) -> (T, C)
+        K.rmsnorm(h, h, L.ffn_post_norm, T, C, eps);
+        K.add(x, x, h, T * C);
+    }
+}
+
+}  // namespace pyinfer
