@@ -1,9 +1,12 @@
-"""GGUFs holding the types llama.cpp's Q4_K_M files mix (Q5_0, Q4_K, Q6_K, Q8_0), written with gguf's GGUFWriter
-from a random Llama: they load with the quantized tensors as the file's bytes, get_row equals gguf's dequantize,
-and the quantized forward pass agrees with the same file loaded with dtype="f32" (weights dequantized by gguf).
+"""A GGUF holding the types llama.cpp's Q4_K_M files mix (Q5_0, Q4_K, Q6_K, Q8_0) and the rest pyinfer runs
+(Q5_1, Q2_K, Q3_K, Q5_K), one type per matrix, written with gguf's GGUFWriter from a random Llama: they load with the quantized tensors as the file's bytes, get_row equals gguf's dequantize,
+the quantized forward pass agrees with the same file loaded with dtype="f32" (weights dequantized by gguf), and
+with llama.cpp running the same file (same activation rounding: the logits agree to f32 rounding).
 K-quant tensors hold random valid blocks (the gguf package has no K-quant quantizer) scaled to the fixture's
-weight spread; Q5_0 and Q8_0 tensors are the gguf package's quantization of the fixture's weights.
+weight spread; Q5_0, Q5_1 and Q8_0 tensors are the gguf package's quantization of the fixture's weights.
 """
+import contextlib
+
 import gguf
 import numpy as np
 import pytest
@@ -15,12 +18,12 @@ import pyinfer
 from kquant_bytes import random_blocks
 from pyinfer import _ext, gguf_file, hf_checkpoint
 from test_gguf import TEXT, _permute, to_gguf  # noqa: F401  (to_gguf is a fixture)
-from tolerances import KQUANT_MODEL_POS0_VS_F32, KQUANT_MODEL_TOP1_VS_F32, assert_close, top1_agreement
+from tolerances import (KQUANT_MODEL_POS0_VS_F32, KQUANT_MODEL_TOP1_VS_F32, LLAMA_CPP_KQUANT, LLAMA_CPP_KQUANT_POS0,
+                        LLAMA_CPP_KQUANT_TOP1, assert_close, top1_agreement)
 
-# the type of each matrix, by name suffix (a Q4_K_M-like mix; attn_q/k/v rows of 256 could be K-quants too, but
-# llama.cpp falls back to Q5_0 for rows that are not, so that path is what real files exercise)
-TYPES = {"attn_q.weight": QT.Q5_0, "attn_k.weight": QT.Q5_0, "attn_v.weight": QT.Q6_K,
-         "attn_output.weight": QT.Q4_K, "ffn_gate.weight": QT.Q4_K, "ffn_up.weight": QT.Q5_K,
+# the type of each matrix, by name suffix: every type pyinfer runs beyond Q4_x, one per matrix of a layer
+TYPES = {"attn_q.weight": QT.Q5_0, "attn_k.weight": QT.Q5_1, "attn_v.weight": QT.Q3_K,
+         "attn_output.weight": QT.Q4_K, "ffn_gate.weight": QT.Q2_K, "ffn_up.weight": QT.Q5_K,
          "ffn_down.weight": QT.Q6_K, "token_embd.weight": QT.Q8_0}
 
 
@@ -61,7 +64,7 @@ def mixed_llama_gguf(folder, tokenizer_gguf, dst, seed=0):
         qtype = next((t for suffix, t in TYPES.items() if name.endswith(suffix)), None)
         if qtype is None:
             w.add_tensor(name, arr)
-        elif qtype in (QT.Q5_0, QT.Q8_0):
+        elif qtype in (QT.Q5_0, QT.Q5_1, QT.Q8_0):
             w.add_tensor(name, gguf_quantize(arr, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(name, kquant_weight(arr, qtype, rng), raw_dtype=qtype)
@@ -100,5 +103,23 @@ def test_quantized_forward_vs_dequantized_f32(mixed_gguf):
     q, f = pyinfer.load(mixed_gguf), pyinfer.load(mixed_gguf, dtype="f32")
     ids = q.tokenize(TEXT)
     got, want = q.forward(ids), f.forward(ids)  # [n_seq, n_vocab]
-    assert_close(got[0], want[0], KQUANT_MODEL_POS0_VS_F32, "Q5_0/Q4_K/Q5_K/Q6_K/Q8_0 llama vs the file at f32, pos 0")
+    assert_close(got[0], want[0], KQUANT_MODEL_POS0_VS_F32, "mixed-type llama vs the file at f32, pos 0")
     assert top1_agreement(got, want) >= KQUANT_MODEL_TOP1_VS_F32, top1_agreement(got, want)
+
+
+def test_same_logits_as_llama_cpp(mixed_gguf):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the llama.cpp reference) is an optional "
+                                    "test dependency")
+    ours = pyinfer.load(mixed_gguf, n_threads=2)
+    ids = ours.tokenize(TEXT)
+    # f32 KV cache (ggml type 0) instead of llama.cpp's default f16: only the engines' arithmetic differs
+    llm = llama_cpp.Llama(model_path=str(mixed_gguf), n_ctx=256, n_batch=256, logits_all=True, verbose=False,
+                          n_threads=2, type_k=0, type_v=0)
+    with contextlib.closing(llm):
+        llm.reset()
+        llm.eval(ids)
+        theirs = np.array(llm.scores[:len(ids)], dtype=np.float32)  # [n_seq, n_vocab]
+    mine = ours.forward(ids)
+    assert_close(mine[0], theirs[0], LLAMA_CPP_KQUANT_POS0, "pyinfer vs llama.cpp on the mixed GGUF, pos 0")
+    assert_close(mine, theirs, LLAMA_CPP_KQUANT, "pyinfer vs llama.cpp on the mixed GGUF")
+    assert top1_agreement(mine, theirs) >= LLAMA_CPP_KQUANT_TOP1, top1_agreement(mine, theirs)
