@@ -4,6 +4,7 @@ Each must end in one ValueError whose message names the problem (a regex per cas
 giant allocation; the GGUF corpus also runs in a subprocess so that a segfault is a test failure, not a lost run.
 """
 import json
+import os
 import re
 import struct
 
@@ -362,3 +363,28 @@ def test_state_from_a_larger_context(good, saved):
     small = pyinfer.load(good, n_ctx=8).session()
     with pytest.raises(ValueError, match="more than this context's n_ctx = 8"):
         small.load(state)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A model file deleted while loaded
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_a_deleted_gguf_keeps_working(good, tmp_path):
+    # the weights are memory-mapped: unlinking the file leaves the mapping (and so the model) intact on Linux
+    p = tmp_path / "doomed.gguf"
+    p.write_bytes(good.read_bytes())
+    m = pyinfer.load(p, n_ctx=32)
+    want = pyinfer.load(good, n_ctx=32).generate(" the", max_tokens=10, temperature=0)
+    assert m.generate(" the", max_tokens=10, temperature=0) == want
+    logits = m.forward([1, 2, 3])
+    p.unlink()
+    import gc
+    gc.collect()
+    assert not p.exists()
+    if os.path.exists("/proc/self/maps"):  # Linux: it is the mapping that keeps the unlinked file's pages
+        with open("/proc/self/maps") as f:
+            assert f"{p} (deleted)" in f.read()
+    assert m.generate(" the", max_tokens=10, temperature=0) == want   # the same text after the unlink
+    assert np.array_equal(m.session().forward([1, 2, 3]), logits)    # a new KV cache over the same mapping
+    with pytest.raises(FileNotFoundError):
+        pyinfer.load(p)
