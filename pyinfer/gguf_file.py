@@ -82,6 +82,11 @@ def _reader_class():
             return arr.view(arr.dtype.newbyteorder(order))
 
         def _get_field_parts(self, orig_offs, raw_type):
+            try:
+                GGUFValueType(int(raw_type))
+            except ValueError:
+                raise _Corrupt(f"metadata value at offset {orig_offs} has unknown value type {int(raw_type)}: "
+                               "corrupt") from None
             if raw_type != GGUFValueType.ARRAY:
                 return super()._get_field_parts(orig_offs, raw_type)
             raw_itype = self._get(orig_offs, np.uint32)
