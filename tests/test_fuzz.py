@@ -22,9 +22,9 @@ from pyinfer import gguf_file, hf_checkpoint
 
 from tiny_files import safetensors_bytes, write_gpt2_gguf
 
-# Default example counts: ~1 minute for the three targets together on a 2-core CI machine.
+# Default example counts: 3000 per target, ~1 minute for the three together on a 2-core CI machine.
 N = int(os.environ.get("PYINFER_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=N or 1000, derandomize=True, database=None, deadline=10_000, print_blob=True,
+FUZZ = settings(max_examples=N or 3000, derandomize=True, database=None, deadline=10_000, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 HANG_S = 10  # an example running longer than this is a hang: a failure
