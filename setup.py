@@ -20,6 +20,13 @@ ISA_FLAGS = {
     "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c"],
 }
 COMMON = ["-O3", "-ffp-contract=off", "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas"]
+# PYINFER_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer (.ci/sanitize runs the tests under it; python
+# must then run with the ASan runtime preloaded). -O1 keeps the build and the run fast enough for CI; any UB report
+# aborts (no recovery), so a report cannot scroll by unnoticed.
+SANITIZE = os.environ.get("PYINFER_SANITIZE") == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+if SANITIZE:
+    COMMON = ["-O1" if f == "-O3" else f for f in COMMON] + SANITIZE_FLAGS
 
 
 def compiles(compiler_cmd, flags, code="int main(){return 0;}\n"):
@@ -46,10 +53,11 @@ class BuildExt(build_ext):
             ext.sources = [s for s in ext.sources if not any(s.endswith(x) for x in ISA_FLAGS) or
                            any(s.endswith(x) for x in isas)]
             ext.extra_compile_args = COMMON + (["-fopenmp"] if openmp else []) + (["-march=native"] if native else [])
-            ext.extra_link_args = ["-fopenmp"] if openmp else []
+            ext.extra_link_args = (["-fopenmp"] if openmp else []) + (SANITIZE_FLAGS if SANITIZE else [])
             ext.define_macros += [("PYINFER_HAVE_AVX2", "1")] if "_avx2.cpp" in isas else []
             ext.define_macros += [("PYINFER_HAVE_AVX512", "1")] if "_avx512.cpp" in isas else []
-        print(f"pyinfer: OpenMP {'on' if openmp else 'off'}; kernels: {sorted(isas)}", file=sys.stderr)
+        print(f"pyinfer: OpenMP {'on' if openmp else 'off'}; kernels: {sorted(isas)}"
+              f"{'; ASan + UBSan' if SANITIZE else ''}", file=sys.stderr)
 
         original = self.compiler._compile
 

@@ -12,6 +12,11 @@ namespace pyinfer {
 
 constexpr int QK = 32;  // weights per block for every quantized type here
 
+// Weight blocks are byte-aligned (packed): they are read straight from a file's memory map or a numpy buffer at any
+// byte offset, and reading an fp16_t member through a misaligned pointer to a 2-aligned struct is undefined
+// behaviour (UBSan's -fsanitize=alignment).  The layouts have no padding either way (the static_asserts).
+#pragma pack(push, 1)
+
 struct block_q8_0 {   // x[i] = d * qs[i]
     fp16_t d;
     int8_t qs[QK];
@@ -91,6 +96,8 @@ struct block_q6_K {   // 16 sub-blocks of 16: x = d * scales[j] * (q6 - 32); low
     fp16_t d;
 };
 static_assert(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K must match ggml's layout (210 bytes)");
+
+#pragma pack(pop)
 
 struct block_q8_K {   // activations for the K-quants (ggml's layout): x[i] ~= d * qs[i]; bsums: sums of 16 qs
     float d;

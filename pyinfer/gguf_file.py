@@ -16,6 +16,8 @@ GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)  # what llama.cpp reads (v1 was dropped in 2023)
 GGUF_MAX_DIMS = 4
 _HEADER_BYTES = 24  # magic u32, version u32, n_tensors u64, n_kv u64
+_MIN_KV_BYTES = 13  # key length u64, an empty key, value type u32, a 1-byte value
+_MIN_TENSOR_INFO_BYTES = 32  # name length u64, an empty name, n_dims u32, one dim u64, type u32, offset u64
 
 # GGML type ids (ggml.h) of the tensor types pyinfer runs; others are refused with their name.
 GGML_F32, GGML_F16, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q8_0 = 0, 1, 2, 3, 6, 7, 8
@@ -80,6 +82,11 @@ def _reader_class():
             return arr.view(arr.dtype.newbyteorder(order))
 
         def _get_field_parts(self, orig_offs, raw_type):
+            try:
+                GGUFValueType(int(raw_type))
+            except ValueError:
+                raise _Corrupt(f"metadata value at offset {orig_offs} has unknown value type {int(raw_type)}: "
+                               "corrupt") from None
             if raw_type != GGUFValueType.ARRAY:
                 return super()._get_field_parts(orig_offs, raw_type)
             raw_itype = self._get(orig_offs, np.uint32)
@@ -129,6 +136,7 @@ def _reader_class():
 
         def _build_tensors(self, start_offs, fields):
             size = self.data.nbytes
+            ranges = []  # (begin, end, name) of every tensor's data
             for field in fields:
                 _, name_data, _, dims, raw_dtype, offset_tensor = field.parts
                 name = bytes(name_data).decode("utf-8", errors="replace")
@@ -158,6 +166,12 @@ def _reader_class():
                     raise _Corrupt(f"tensor '{name}' (type {ggml_type.name}, shape {shape}) has data at bytes "
                                    f"[{begin}, {begin + n_bytes}), outside the file ({size} bytes): "
                                    "truncated or corrupt")
+                ranges.append((begin, begin + n_bytes, name))
+            ranges.sort()
+            for (_, end_a, a), (begin_b, _, b) in zip(ranges, ranges[1:]):
+                if begin_b < end_a:
+                    raise _Corrupt(f"tensor '{b}' data at offset {begin_b} overlaps tensor '{a}' (which ends at "
+                                   f"{end_a}): corrupt tensor offsets or types")
             super()._build_tensors(start_offs, fields)
 
     return CheckedReader
@@ -189,6 +203,15 @@ def read_gguf(path):
     if version not in GGUF_VERSIONS:
         raise ValueError(f"{path}: GGUF version {version} is not supported (supported: "
                          f"{', '.join(map(str, GGUF_VERSIONS))})")
+    order = "little" if int.from_bytes(head[4:8], "little") == version else "big"
+    n_tensors, n_kv = int.from_bytes(head[8:16], order), int.from_bytes(head[16:24], order)
+    room = os.path.getsize(path) - _HEADER_BYTES
+    if n_kv * _MIN_KV_BYTES > room:  # before the reader loops over them
+        raise ValueError(f"{path}: the header claims {n_kv} metadata entries, more than the file "
+                         f"({room + _HEADER_BYTES} bytes) can hold: truncated or corrupt")
+    if n_tensors * _MIN_TENSOR_INFO_BYTES + n_kv * _MIN_KV_BYTES > room:
+        raise ValueError(f"{path}: the header claims {n_tensors} tensors, more than the file "
+                         f"({room + _HEADER_BYTES} bytes) can hold: truncated or corrupt")
     if _READER_CLASS is None:
         _READER_CLASS = _reader_class()
     try:
@@ -453,6 +476,10 @@ def load_gguf(path, dtype: str | None = None):
         raise ValueError(f"{path}: {arch}.block_count {hp['n_layer']} but the file holds only {len(reader.tensors)} "
                          "tensors")
     expected = shapes_fn(hp)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, list) and len(tokens) != hp["n_vocab"]:
+        raise ValueError(f"{path}: the tokenizer has {len(tokens)} tokens but the model's n_vocab ({arch}.vocab_size, "
+                         f"the rows of token_embd.weight) is {hp['n_vocab']}: the file is inconsistent")
 
     problems, tensors, seen = [], {}, set()
     supported = ", ".join(type_name(t) for t in SUPPORTED_TYPES)
@@ -563,8 +590,15 @@ def spm_tokenizer_from_gguf(fields: dict, source="GGUF file"):
     scores = _get(fields, "tokenizer.ggml.scores", list, source, required=False)
     types = _get(fields, "tokenizer.ggml.token_type", list, source, required=False)
     for key, arr in (("scores", scores), ("token_type", types)):
-        if arr is not None and len(arr) < n:
+        if arr is not None and len(arr) != n:
             raise ValueError(f"{source}: tokenizer.ggml.{key} has {len(arr)} entries for {n} tokens")
+    if scores is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
+        raise ValueError(f"{source}: tokenizer.ggml.scores should hold numbers (one score per token)")
+    if types is not None:
+        bad = next((i for i, v in enumerate(types) if not (isinstance(v, int) and 0 <= v <= 6)), None)
+        if bad is not None:
+            raise ValueError(f"{source}: tokenizer.ggml.token_type[{bad}] is {types[bad]!r}; token types are 0..6 "
+                             "(llama.cpp's llama_token_type)")
     ids = {}
     for role, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"), ("eot", "eot"),
                       ("eom", "eom"), ("fim_pad", "fim_pad"), ("fim_rep", "fim_rep"), ("fim_sep", "fim_sep")):
@@ -579,7 +613,7 @@ def spm_tokenizer_from_gguf(fields: dict, source="GGUF file"):
     add_bos = _get(fields, "tokenizer.ggml.add_bos_token", bool, source, default=True, required=False)
     add_space = _get(fields, "tokenizer.ggml.add_space_prefix", bool, source, default=True, required=False)
     try:
-        return SPMTokenizer(tokens, None if scores is None else scores[:n], None if types is None else types[:n],
+        return SPMTokenizer(tokens, scores, types,
                             bos_id=roles["bos"], eos_id=roles["eos"], unk_id=roles["unk"], eot_id=roles["eot"],
                             eom_id=roles["eom"], pad_id=roles["pad"], eog_ids=eog, add_bos=add_bos,
                             add_space_prefix=add_space)

@@ -31,24 +31,41 @@ def read_safetensors(path) -> dict:
         except ValueError as e:
             raise ValueError(f"{path}: corrupt safetensors header: {e}") from None
     data_start = 8 + n
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt safetensors header: the header is not a JSON object")
     mm = np.memmap(path, dtype=np.uint8, mode="r")
-    out = {}
+    out, ranges = {}, []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dt = _ST_DTYPES.get(info.get("dtype"))
+        if not isinstance(info, dict):
+            raise ValueError(f"{path}: tensor '{name}': header entry is not an object")
+        dt = _ST_DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
         if dt is None:
             raise ValueError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')}")
-        shape = tuple(int(s) for s in info["shape"])
-        begin, end = (int(x) for x in info["data_offsets"])
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ValueError(f"{path}: tensor '{name}' has a bad shape {shape!r:.80} (a list of sizes >= 0)")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or
+                not all(type(x) is int for x in offsets)):
+            raise ValueError(f"{path}: tensor '{name}' has bad data_offsets {offsets!r:.80} (a [begin, end] pair)")
+        shape, (begin, end) = tuple(shape), offsets
+        nbytes = np.dtype(dt).itemsize
+        for d in shape:  # Python ints: a product past int64 cannot wrap to a small size
+            nbytes *= d
         if begin < 0 or end - begin != nbytes or data_start + end > size:
             raise ValueError(f"{path}: tensor '{name}' data [{begin}, {end}) does not fit its shape {shape} "
                              f"or the file ({size} bytes): the file is truncated or corrupt")
+        ranges.append((begin, end, name))
         arr = mm[data_start + begin:data_start + end].view(dt).reshape(shape)
         if info["dtype"] == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         out[name] = arr
+    ranges.sort()
+    for (_, end_a, a), (begin_b, end_b, b) in zip(ranges, ranges[1:]):
+        if begin_b < end_a and end_b > begin_b:
+            raise ValueError(f"{path}: tensor '{b}' data at [{begin_b}, {end_b}) overlaps tensor '{a}': the file is "
+                             "corrupt")
     return out
 
 

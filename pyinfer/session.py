@@ -150,19 +150,28 @@ class Session:
             header = json.loads(data[start:start + n].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ValueError(f"{what}: corrupt session header") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{what}: corrupt session header (not a JSON object)")
         if header.get("format") != FORMAT:
             raise ValueError(f"{what}: session format {header.get('format')!r}, this pyinfer reads {FORMAT}")
         mine, theirs = self._m.fingerprint(), header.get("fingerprint")
         if theirs != mine:
             raise ValueError(f"{what}: the state was saved from a different model ({_describe(theirs)}); this "
                              f"model is {_describe(mine)}; load it into the model it was saved from")
-        tokens, n_cached = [int(t) for t in header["tokens"]], int(header["n_cached"])
+        tokens, n_cached, n_vocab = header.get("tokens"), header.get("n_cached"), self._m.n_vocab
+        if not isinstance(tokens, list) or not all(type(t) is int for t in tokens) or type(n_cached) is not int:
+            raise ValueError(f"{what}: corrupt session header (tokens should be a list of ints, n_cached an int)")
+        if not all(0 <= t < n_vocab for t in tokens):
+            raise ValueError(f"{what}: corrupt session header (a token id outside the vocabulary 0..{n_vocab - 1})")
         if not 0 <= n_cached <= len(tokens) or len(tokens) - n_cached > 1:
             raise ValueError(f"{what}: corrupt session header (n_cached {n_cached}, {len(tokens)} tokens)")
+        self._m.reset()  # a refused state leaves the session empty, not holding half of an old one
+        self._tokens, self._rng_state = [], None
         self._m._ctx.set_state(data[start + n:])  # ValueError from C++ on a shape or size mismatch
         if self._m._ctx.n_past != n_cached:
+            held = self._m._ctx.n_past
             self._m.reset()
-            raise ValueError(f"{what}: the cache holds {self._m._ctx.n_past} positions, the header says {n_cached}")
+            raise ValueError(f"{what}: the cache holds {held} positions, the header says {n_cached}")
         self._m._cached_ids = tokens[:n_cached]
         self._tokens = tokens
         self._rng_state = header.get("rng_state")

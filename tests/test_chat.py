@@ -211,6 +211,17 @@ def test_template_syntax_errors_are_value_errors(template, match):
         render_chat(template, USER)
 
 
+@pytest.mark.parametrize("template", [
+    "{{ ().__class__.__mro__[1].__subclasses__() }}",
+    "{{ ''.__class__.__base__.__subclasses__() }}",
+    "{{ raise_exception.__globals__['__builtins__'] }}",
+    "{{ namespace.__init__.__globals__ }}",
+])
+def test_sandbox_blocks_python_internals(template):
+    with pytest.raises(ValueError, match="chat template failed.*(unsafe|access)"):
+        render_chat(template, USER)
+
+
 def test_sandbox_blocks_unsafe_access():
     with pytest.raises(ValueError, match="chat template failed"):
         render_chat("{{ messages.__class__.__mro__[1].__subclasses__() }}", USER)
