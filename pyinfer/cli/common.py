@@ -70,8 +70,9 @@ def add_model_flags(g, with_model=True, model_required=True, model_help=None):
                        help=model_help or "the model: a Hugging Face folder or a GGUF file")
     g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     g.add_argument("--dtype", choices=("auto", "f32", "f16"), default="auto", help=DTYPE_HELP)
-    g.add_argument("--cache-type", choices=("f16", "f32"), default="f16", dest="cache_type",
-                   help="KV cache element type: f16 halves its memory, as llama.cpp's default (default: f16)")
+    g.add_argument("--cache-type", choices=("f16", "f32"), default=None, dest="cache_type",
+                   help="KV cache element type: f16 halves its memory, as llama.cpp's default (default: f16, or "
+                        "PYINFER_KV_TYPE)")
 
 
 def check_threads(n):
