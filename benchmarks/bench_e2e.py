@@ -3,7 +3,8 @@ pp128 / pp512 (one eval call from an empty cache), tg128 (the full generate() pa
 against create_completion with the same sampler settings), load time and peak RSS.  Not a test.
 Each engine runs in its own worker subprocess (so its load time and peak RSS are its own); the driver sends each
 timed run to one worker then the other, interleaved, and reports the median of -r runs and pyinfer / llama.cpp.
---busy runs a spinning process beside the measurement (threads under load).
+--busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-spin compares
+pyinfer's passive OpenMP wait policy with spinning threads (OMP_WAIT_POLICY=active) the same way.
 
     python benchmarks/bench_e2e.py                       # all files, 1 and 2 threads, a few minutes
     python benchmarks/bench_e2e.py --models smollm2 --busy -t 1 2
@@ -78,7 +79,7 @@ def model_path(name: str, cache: Path) -> Path:
 def worker(engine: str, path: str, n_ctx: int):
     import numpy as np
     t0 = time.perf_counter()
-    if engine == "pyinfer":
+    if engine.startswith("pyinfer"):
         import pyinfer
         m = pyinfer.load(path, n_ctx=n_ctx)
         n_vocab = m.n_vocab
@@ -95,7 +96,7 @@ def worker(engine: str, path: str, n_ctx: int):
             break
         th, n = cmd["threads"], cmd["n"]
         ids = rng.integers(100, n_vocab - 100, size=n if cmd["op"] == "pp" else 8).tolist()
-        if engine == "pyinfer":
+        if engine.startswith("pyinfer"):
             m.n_threads = th
         else:
             m._ctx.set_n_threads(th, th)  # llama_set_n_threads on the context
@@ -104,7 +105,7 @@ def worker(engine: str, path: str, n_ctx: int):
         if cmd["op"] == "pp":
             m.eval(ids)
             n_done = n
-        elif engine == "pyinfer":
+        elif engine.startswith("pyinfer"):
             r = m.generate(ids, max_tokens=n, ignore_eos=True, seed=1, details=True, cache_prompt=False, **SAMPLER)
             n_done = len(r.tokens)
         else:
@@ -119,6 +120,8 @@ def worker(engine: str, path: str, n_ctx: int):
 
 class Worker:
     def __init__(self, engine, path, n_ctx, env):
+        if engine == "pyinfer-spin":  # OpenMP threads spinning at barriers (libgomp's default)
+            env = dict(env, OMP_WAIT_POLICY="active")
         self.p = subprocess.Popen([sys.executable, __file__, "--worker", engine, str(path), str(n_ctx)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.load_s = self._read()["load_s"]
@@ -154,6 +157,8 @@ def main(argv=None):
     ap.add_argument("-r", "--repeats", type=int, default=3, help="timed runs per cell, the median is shown")
     ap.add_argument("--tests", default="pp128,pp512,tg128")
     ap.add_argument("--busy", action="store_true", help="run a spinning process on one core beside the measurement")
+    ap.add_argument("--engines", default="pyinfer,llama.cpp",
+                    help="the two columns: pyinfer, llama.cpp or pyinfer-spin (default: pyinfer,llama.cpp)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/pyinfer-bench"), help="where GPT-2 files go")
     args = ap.parse_args(argv)
     tests = [(t[:2], int(t[2:])) for t in args.tests.split(",")]
@@ -162,9 +167,12 @@ def main(argv=None):
     busy = None
     if args.busy:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    print(f"pyinfer vs llama.cpp (llama-cpp-python), tokens/s, median of {args.repeats} interleaved runs"
+    engines = args.engines.split(",")
+    if len(engines) != 2 or not set(engines) <= {"pyinfer", "llama.cpp", "pyinfer-spin"}:
+        raise SystemExit(f"--engines: two of pyinfer, llama.cpp, pyinfer-spin, got {args.engines!r}")
+    print(f"{engines[0]} vs {engines[1]} (llama.cpp = llama-cpp-python), tokens/s, median of {args.repeats} interleaved runs"
           + (", a busy process spinning on one core" if busy else "") + f"; load {os.getloadavg()[0]:.1f}")
-    print("| model | threads | test | pyinfer | llama.cpp | ratio |")
+    print(f"| model | threads | test | {engines[0]} | {engines[1]} | ratio |")
     print("|---|---:|---|---:|---:|---:|")
     summary = []
     try:
@@ -172,7 +180,7 @@ def main(argv=None):
             path = model_path(name, Path(args.cache))
             Path(path).read_bytes()  # warm page cache: load time is the engine's, not the disk's
             n_ctx = max(n for _, n in tests) + 16
-            w = {e: Worker(e, path, n_ctx, env) for e in ("pyinfer", "llama.cpp")}
+            w = {e: Worker(e, path, n_ctx, env) for e in engines}
             for th in args.threads:
                 for op, n in tests:
                     for e in w.values():
@@ -185,12 +193,14 @@ def main(argv=None):
                     print(f"| {name} | {th} | {op}{n} | {a:.1f} | {b:.1f} | {a / b:.2f} |", flush=True)
             loads = {e: w[e].load_s for e in w}
             rss = {e: w[e].close() for e in w}
-            summary.append(f"| {name} | {Path(path).stat().st_size / 2**20:.0f} | {loads['pyinfer']:.3f} | "
-                           f"{loads['llama.cpp']:.3f} | {rss['pyinfer']:.0f} | {rss['llama.cpp']:.0f} |")
+            a, b = engines
+            summary.append(f"| {name} | {Path(path).stat().st_size / 2**20:.0f} | {loads[a]:.3f} | {loads[b]:.3f} | "
+                           f"{rss[a]:.0f} | {rss[b]:.0f} |")
     finally:
         if busy:
             busy.kill()
-    print("\n| model | file MiB | pyinfer load s | llama.cpp load s | pyinfer peak RSS MiB | llama.cpp peak RSS MiB |")
+    print(f"\n| model | file MiB | {engines[0]} load s | {engines[1]} load s | {engines[0]} peak RSS MiB | "
+          f"{engines[1]} peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|")
     print("\n".join(summary))
 
