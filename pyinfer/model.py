@@ -16,7 +16,9 @@ from . import _ext
 from .tokenizer import BPETokenizer
 
 
-DEFAULT_MAX_CTX = 4096
+# The default context is the model's trained length, capped here (llama.cpp's default is 4096) and by memory
+DEFAULT_MAX_CTX = 8192
+KV_TYPES = ("f16", "f32")
 # Prompts are evaluated in chunks of this many tokens: each chunk is one GIL-free C++ call, and Ctrl-C (or another
 # Python signal) is seen between chunks. Every token's logits are the same whatever the chunking (the kernels give
 # each output element one accumulation order), so this changes nothing but latency of an interrupt.
@@ -35,11 +37,26 @@ def _mem_available() -> int | None:
     return None
 
 
-def kv_cache_bytes(hparams: dict, n_ctx: int) -> int:
-    """Bytes of an f32 KV cache of n_ctx positions: K and V, n_layer x n_ctx x n_head_kv * head_dim floats each."""
+def kv_cache_bytes(hparams: dict, n_ctx: int, kv_type: str = "f16") -> int:
+    """Bytes of a KV cache of n_ctx positions: K and V, n_layer x n_ctx x n_head_kv * head_dim values each, 2 bytes
+    (f16) or 4 (f32) a value."""
     n_head = int(hparams["n_head"])
     hd = int(hparams.get("head_dim") or int(hparams["n_embd"]) // n_head)
-    return 2 * int(hparams["n_layer"]) * int(n_ctx) * int(hparams.get("n_head_kv", n_head)) * hd * 4
+    elt = 2 if kv_type == "f16" else 4
+    return 2 * int(hparams["n_layer"]) * int(n_ctx) * int(hparams.get("n_head_kv", n_head)) * hd * elt
+
+
+def check_kv_type(kv_type):
+    """kv_type or the default (PYINFER_KV_TYPE from the environment, else "f16"); a ValueError naming the choices
+    for anything else."""
+    if kv_type is None:
+        kv_type = os.environ.get("PYINFER_KV_TYPE") or "f16"
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"PYINFER_KV_TYPE must be 'f16' or 'f32', got {kv_type!r}")
+    if kv_type not in KV_TYPES:
+        raise ValueError(f"kv_type must be 'f16' (the default: half the memory, as llama.cpp) or 'f32', "
+                         f"got {kv_type!r}")
+    return kv_type
 
 
 def target_logprobs(logits: np.ndarray, targets: np.ndarray, row_block: int = 64) -> np.ndarray:
@@ -68,23 +85,29 @@ class Model:
 
     def __init__(self, arch: str, hparams: dict, tensors: dict, tokenizer: BPETokenizer, *,
                  n_ctx: int | None = None, n_threads: int | None = None, path=None, chat_template: str | None = None,
-                 activations: str | None = None, chat_template_builtin: bool = False):
+                 activations: str | None = None, kv_type: str | None = None,
+                 chat_template_builtin: bool = False):
         if activations not in (None, "int8", "f32"):
             raise ValueError(f"activations must be 'int8' (the default: quantized weights meet 8-bit activation "
                              f"blocks, as llama.cpp does) or 'f32' (exact), got {activations!r}")
         self.activations = activations or "int8"
+        self.kv_type = check_kv_type(kv_type)  # the KV cache's element type: "f16" (default) or "f32"
         self.arch = arch
         self.hparams = dict(hparams)
         self.tokenizer = tokenizer
         self.path = path
         self.n_vocab = int(hparams["n_vocab"])
-        # default context: the trained length, capped at 4096 like llama.cpp's default (the KV cache is f32)
-        n_ctx = int(n_ctx or min(int(hparams["n_ctx_train"]), DEFAULT_MAX_CTX))
-        if n_ctx <= 0:
-            raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         if n_threads is not None and int(n_threads) <= 0:
             raise ValueError(f"n_threads must be positive, got {n_threads}")
-        need, avail = kv_cache_bytes(hparams, n_ctx), _mem_available()
+        avail = _mem_available()
+        if not n_ctx:  # the trained length, capped at DEFAULT_MAX_CTX and at a quarter of the available memory
+            n_ctx = min(int(hparams["n_ctx_train"]), DEFAULT_MAX_CTX)
+            while avail is not None and n_ctx > 512 and kv_cache_bytes(hparams, n_ctx, self.kv_type) > avail // 4:
+                n_ctx //= 2
+        n_ctx = int(n_ctx)
+        if n_ctx <= 0:
+            raise ValueError(f"n_ctx must be positive, got {n_ctx}")
+        need = kv_cache_bytes(hparams, n_ctx, self.kv_type)
         if avail is not None and need > avail:
             raise ValueError(f"n_ctx {n_ctx} needs a {need / 2**20:.1f} MiB KV cache but only {avail / 2**20:.1f} MiB "
                              f"of memory is available; pass a smaller n_ctx (-c), e.g. "
@@ -96,7 +119,7 @@ class Model:
         self.chat_template_builtin = bool(chat_template and chat_template_builtin)
         self._chat_template = None
         self._ctx = _ext.Context(arch, dict(self.hparams, exact=self.activations == "f32"), tensors, n_ctx,
-                                 int(n_threads or default_threads()))
+                                 int(n_threads or default_threads()), self.kv_type)
         self._cached_ids = []  # the token ids whose KV entries the cache holds, in order (len == n_past)
         # one user at a time: _busy is held while a call changes the cache; _generation names the generation that
         # owns the cache between its steps (a weak reference: an abandoned stream does not hold the model forever)
@@ -269,7 +292,8 @@ class Model:
         """A Model over the same weights and tokenizer (no copy) with its own, empty KV cache."""
         return Model(self.arch, self.hparams, self._tensors, self.tokenizer, n_ctx=n_ctx or self.n_ctx,
                      n_threads=n_threads or self.n_threads, path=self.path, chat_template=self._chat_template_src,
-                     activations=self.activations, chat_template_builtin=self.chat_template_builtin)
+                     activations=self.activations, kv_type=self.kv_type,
+                     chat_template_builtin=self.chat_template_builtin)
 
     # --- chat ---------------------------------------------------------------------------------------------
     @property
@@ -319,11 +343,11 @@ class Model:
 
     def __repr__(self) -> str:
         return (f"Model(arch={self.arch!r}, n_layer={self.hparams.get('n_layer')}, n_embd={self.hparams.get('n_embd')}, "
-                f"n_vocab={self.n_vocab}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, path={str(self.path)!r})")
+                f"n_vocab={self.n_vocab}, n_ctx={self.n_ctx}, kv_type={self.kv_type!r}, n_threads={self.n_threads}, path={str(self.path)!r})")
 
 
 def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ctx: int | None = None,
-         activations: str | None = None) -> Model:
+         activations: str | None = None, kv_type: str | None = None) -> Model:
     """Load a model: a GGUF file, a Hugging Face folder (config.json + safetensors + tokenizer files), a named model
     ("smollm2-135m", "gemma3-270m": fetched into ~/.cache/pyinfer on first use), or with no path the default model
     (SmolLM2-135M-Instruct Q4_1).
@@ -333,12 +357,14 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
     activations: "int8" (default) quantizes activations to 8-bit blocks for the integer dot products, as llama.cpp
     does; "f32" keeps them in float32 and dequantizes each weight row on the fly: the exact model of the file
     (slower, the weights stay as stored).
+    kv_type: the KV cache's element type, "f16" (default, half the memory, as llama.cpp) or "f32".
     """
     from . import gguf_file, hf_checkpoint
 
     if dtype not in (None, "auto", "f32", "f16"):
         raise ValueError(f"dtype must be one of None, 'f32', 'f16', got {dtype!r}")
     dtype = None if dtype == "auto" else dtype
+    check_kv_type(kv_type)
     if path is None:  # the default model, SmolLM2-135M-Instruct, fetched into the cache on first use
         from .models import default_model_path
         path = default_model_path()
@@ -354,12 +380,13 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
         arch, hp, tensors = hf_checkpoint.load_hf(p, dtype=dtype)
         tok = BPETokenizer.from_dir(p)
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
-                     chat_template=hf_checkpoint.read_chat_template(p), activations=activations)
+                     chat_template=hf_checkpoint.read_chat_template(p), activations=activations, kv_type=kv_type)
     if p.suffix.lower() == ".gguf" or gguf_file.is_gguf(p):
         arch, hp, tensors, tok_fields = gguf_file.load_gguf(p, dtype=dtype)
         tok = gguf_file.tokenizer_from_gguf(tok_fields, source=p)
         from .chat import default_chat_template  # Gemma 3 files often carry no template: its official one
         return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
                      chat_template=tok_fields.get("tokenizer.chat_template") or default_chat_template(arch),
-                     activations=activations, chat_template_builtin="tokenizer.chat_template" not in tok_fields)
+                     activations=activations, kv_type=kv_type,
+                     chat_template_builtin="tokenizer.chat_template" not in tok_fields)
     raise ValueError(f"{p}: unsupported model file; pass a GGUF file or a Hugging Face model folder")

@@ -189,3 +189,15 @@ def test_cli_run_and_chat_on_the_default_model(gguf_path, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if line.strip()]
     assert "Paris" in lines[0] and "Berlin" in lines[-1], r.stdout
+
+
+def test_bench_compare_llama_cpp(gguf_path):
+    """`pyinfer bench --compare-llama-cpp`: one row per thread count with llama.cpp's t/s and the ratio beside ours."""
+    from subproc import run_cli
+    rc, out, err = run_cli("bench", "-m", gguf_path, "-p", 16, "-n", 4, "-t", "1", "-r", 1, "--compare-llama-cpp")
+    assert rc == 0, err
+    header, _, row = out.strip().splitlines()
+    assert "pp16 llama.cpp" in header and "tg4 ratio" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    pp, pp_ref, pp_ratio = float(cells[2].split()[0]), float(cells[3]), float(cells[4])
+    assert pp > 0 and pp_ref > 0 and abs(pp_ratio - pp / pp_ref) <= 0.01 + 0.01 * pp_ratio

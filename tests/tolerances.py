@@ -260,3 +260,15 @@ def mean_kld(ref_logits, logits) -> float:
 # (pyinfer), 1.20e-3 (llama.cpp): neither is the other's reference, so the bound is 1.5x the largest figure.
 GEMMA3_LLAMA_CPP_TOP1 = 0.95
 GEMMA3_LLAMA_CPP_REL = 0.16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# f16 KV cache (kv_type="f16", the default) vs the f32 cache, same weights, whole model: every cached K and V value is
+# rounded to IEEE half (relative step 2^-11 ~ 4.9e-4), which moves the attention scores and outputs by that order and
+# is carried through the layers. Measured on the random 2-layer GPT-2 fixture (init 0.2, 17..40 tokens): see
+# tests/test_kv_f16.py, max|Δ| 5.8e-4 x max|logit| (40 tokens). 5e-3 leaves ~8x margin and still fails on a cache row written
+# at the wrong position or not converted (errors of order 1e-1..1).
+KV_F16_VS_F32 = 5e-3
+# greedy tokens of the f16-cache model equal to the f32-cache model's over a 32-token continuation on that fixture
+# (measured 32/32); a small margin for a near-tie flipping one token, after which the sequences may diverge
+GREEDY_KV_F16_AGREE = 0.75

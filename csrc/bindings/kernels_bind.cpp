@@ -102,14 +102,21 @@ static py::array_t<float> add_py(const std::string& isa, const py::array& a, con
     return out;
 }
 
-// q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) -> (T, n_head*hd)
+// q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) float32, or uint16 (IEEE half bits: the f16 cache's kernel)
+// -> (T, n_head*hd)
 static py::array_t<float> attention_py(const std::string& isa, const py::array& q, const py::array& k,
                                        const py::array& v, int64_t n_past, int64_t n_head, int64_t n_head_kv,
                                        int n_threads, int64_t n_shared, int64_t n_window) {
     const Kernels& K = kernels_named(isa);
     checked<float>(q, "q", 2);
-    checked<float>(k, "k", 2);
-    checked<float>(v, "v", 2);
+    const bool f16 = py::isinstance<py::array_t<uint16_t>>(k) && k.dtype().is(py::dtype::of<uint16_t>());
+    if (f16) {
+        checked<uint16_t>(k, "k", 2);
+        checked<uint16_t>(v, "v", 2);
+    } else {
+        checked<float>(k, "k", 2);
+        checked<float>(v, "v", 2);
+    }
     check_arg(n_head > 0 && n_head_kv > 0 && n_head % n_head_kv == 0, "n_head must be a multiple of n_head_kv");
     const int64_t T = q.shape(0);
     check_arg(q.shape(1) % n_head == 0, "q.shape[1] must be a multiple of n_head");
@@ -129,11 +136,28 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
         omp_set_num_threads(n_threads);
 #endif
         // split the cache at n_shared to exercise both spans: rows [0, n_shared) and [n_shared, n_past + T)
-        const float *kp = static_cast<const float*>(k.data()), *vp = static_cast<const float*>(v.data());
         const int64_t kvs = n_head_kv * hd;
-        K.attention(o, static_cast<const float*>(q.data()), kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs,
-                    scratch.data(), T, n_past, n_head, n_head_kv, hd, kvs, 1.0f / std::sqrt((float)hd), n_window);
+        const float* qp = static_cast<const float*>(q.data());
+        const float sc = 1.0f / std::sqrt((float)hd);
+        if (f16) {
+            const fp16_t *kp = static_cast<const fp16_t*>(k.data()), *vp = static_cast<const fp16_t*>(v.data());
+            K.attention_f16(o, qp, kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs, scratch.data(), T,
+                            n_past, n_head, n_head_kv, hd, kvs, sc, n_window);
+        } else {
+            const float *kp = static_cast<const float*>(k.data()), *vp = static_cast<const float*>(v.data());
+            K.attention(o, qp, kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs, scratch.data(), T, n_past,
+                        n_head, n_head_kv, hd, kvs, sc, n_window);
+        }
     }
+    return out;
+}
+
+// x (n,) float32 -> (n,) uint16 IEEE half bits through the ISA's to_f16 (the f16 KV cache's writes)
+static py::array_t<uint16_t> to_f16_py(const std::string& isa, const py::array& x) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 1);
+    py::array_t<uint16_t> out(x.shape(0));
+    K.to_f16(out.mutable_data(), static_cast<const float*>(x.data()), x.shape(0));
     return out;
 }
 
@@ -340,6 +364,7 @@ void register_kernels(py::module_& m) {
     k.def("attention", &attention_py, py::arg("isa"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_past"),
           py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0,
           py::arg("n_window") = 0);
+    k.def("to_f16", &to_f16_py, py::arg("isa"), py::arg("x"));
     k.def("bench_matmul", &bench_matmul_py, py::arg("isa"), py::arg("x"), py::arg("ws"), py::arg("n_threads") = 1,
           py::arg("repeats") = 10, "seconds of each of `repeats` matmuls, call i with ws[i % len(ws)]");
     k.def("bench_int8_peak", &bench_int8_peak_py, py::arg("isa"), py::arg("n_threads") = 1, py::arg("repeats") = 5,

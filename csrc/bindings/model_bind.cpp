@@ -60,8 +60,10 @@ int64_t get_int(const py::dict& hp, const char* key) {
 
 class PyContext {
 public:
-    PyContext(const std::string& arch, const py::dict& hp, const py::dict& tensors, int64_t n_ctx, int n_threads)
+    PyContext(const std::string& arch, const py::dict& hp, const py::dict& tensors, int64_t n_ctx, int n_threads,
+              const std::string& kv_type)
         : tensors_(tensors) {
+        check_arg(kv_type == "f16" || kv_type == "f32", "kv_type must be 'f16' or 'f32', got '" + kv_type + "'");
         if (arch == "gpt2")
             cfg_.arch = Arch::GPT2;
         else if (arch == "llama" || arch == "qwen2" || arch == "qwen3")  // Qwen: optional biases / q-k norms
@@ -158,7 +160,7 @@ public:
             for (auto& p : b.problems) msg += "\n  - " + p;
             throw std::invalid_argument(msg);
         }
-        ctx_.reset(new Context(cfg_, w_, n_ctx, n_threads));
+        ctx_.reset(new Context(cfg_, w_, n_ctx, n_threads, kv_type == "f16"));
     }
 
     // tokens (n,) int32 -> logits (n, n_vocab) if all_logits else (1, n_vocab)
@@ -196,8 +198,9 @@ private:
 
 void register_model(py::module_& m) {
     py::class_<PyContext>(m, "Context", py::dynamic_attr(), "a model's weights bound to one sequence's KV cache")
-        .def(py::init<const std::string&, const py::dict&, const py::dict&, int64_t, int>(), py::arg("arch"),
-             py::arg("hparams"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads") = 0)
+        .def(py::init<const std::string&, const py::dict&, const py::dict&, int64_t, int, const std::string&>(),
+             py::arg("arch"), py::arg("hparams"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads") = 0,
+             py::arg("kv_type") = "f16")
         .def("eval", &PyContext::eval, py::arg("tokens"), py::arg("all_logits") = false,
              "run tokens (int32) after the cached ones; logits (n or 1, n_vocab) float32")
         .def("reset", [](PyContext& c) { c.ctx().reset(); })
@@ -234,6 +237,7 @@ void register_model(py::module_& m) {
         .def_property_readonly("n_shared", [](PyContext& c) { return c.ctx().n_shared(); })
         .def_property_readonly("n_past", [](PyContext& c) { return c.ctx().n_past(); })
         .def_property_readonly("n_ctx", [](PyContext& c) { return c.ctx().n_ctx(); })
+        .def_property_readonly("kv_type", [](PyContext& c) { return std::string(c.ctx().kv_f16() ? "f16" : "f32"); })
         .def_property(
             "n_threads", [](PyContext& c) { return c.ctx().n_threads(); },
             [](PyContext& c, int n) { c.ctx().set_n_threads(n); });

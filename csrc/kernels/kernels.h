@@ -8,6 +8,7 @@
 
 #include "../common.h"
 #include "../cpu_isa.h"
+#include "../fp16.h"
 
 namespace pyinfer {
 
@@ -50,6 +51,13 @@ struct Kernels {
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
                       int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);
+    // [omp] attention over an f16 KV cache (kv_type "f16"): the same as attention on the rows widened to float
+    void (*attention_f16)(float* out, const float* q, const fp16_t* k_shared, const fp16_t* v_shared,
+                          int64_t n_shared, const fp16_t* k, const fp16_t* v, float* scratch, int64_t T,
+                          int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t kv_stride,
+                          float scale, int64_t n_window);
+    // out (n) = x (n) as IEEE half, round to nearest even (fp32_to_fp16): the f16 KV cache's writes
+    void (*to_f16)(fp16_t* out, const float* x, int64_t n);
     // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers.
     // Only the types of quantize_supported(); any other type writes nothing.
     void (*quantize_row)(void* out, const float* x, int64_t n, DType t);

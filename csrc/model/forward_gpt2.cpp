@@ -9,7 +9,7 @@ namespace pyinfer {
 
 void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
     const Kernels& K = *k_;
-    const int64_t C = cfg_.n_embd, H = cfg_.n_head, hd = cfg_.head_dim();
+    const int64_t C = cfg_.n_embd, hd = cfg_.head_dim();
     const int64_t kv_dim = cfg_.n_head_kv * hd;
     float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *q = q_.data(), *att = att_.data(), *ff = ff_.data();
 
@@ -22,20 +22,18 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
     const float scale = 1.0f / std::sqrt((float)hd);
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const LayerWeights& L = w_.layers[l];
-        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
-        float* vc = (float*)layer_v(l);
-        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
-        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
+        float* k_new = kv_dst(0, l);  // (T, kv_dim) f32: the f32 cache itself, or scratch kv_store rounds to f16
+        float* v_new = kv_dst(1, l);
         // attention block
         K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);  // (T, C)
         matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T);                   // (T, C) -> (T, 3C)
         for (int64_t t = 0; t < T; t++) {                                    // split into q and the cache
             std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
-            std::memcpy(kc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
-            std::memcpy(vc + (n_past_ - n_shared_ + t) * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
+            std::memcpy(k_new + t * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
+            std::memcpy(v_new + t * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
         }
-        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, cfg_.n_head_kv, hd, kv_dim,
-                    scale, 0);
+        kv_store(l, T);
+        attend(l, att, q, T, scale, 0);
         matmul(h, att, L.attn_out, L.attn_out_b, T);  // (T, C) -> (T, C)
         K.add(x, x, h, T * C);
         // MLP block

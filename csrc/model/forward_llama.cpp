@@ -20,12 +20,8 @@ void Context::forward_llama(const int32_t* tokens, int64_t T) {
     const float scale = 1.0f / std::sqrt((float)hd);
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const LayerWeights& L = w_.layers[l];
-        float* kc = (float*)layer_k(l);  // own rows: position p at row p - n_shared
-        float* vc = (float*)layer_v(l);
-        const float* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
-        const float* vs = parent_ ? parent_->layer_v(l) : nullptr;
-        float* k_new = kc + (n_past_ - n_shared_) * kv_dim;  // (T, kv_dim): written straight into the cache
-        float* v_new = vc + (n_past_ - n_shared_) * kv_dim;
+        float* k_new = kv_dst(0, l);  // (T, kv_dim) f32: the f32 cache itself, or scratch kv_store rounds to f16
+        float* v_new = kv_dst(1, l);
         // attention block
         K.rmsnorm(h, x, L.attn_norm, T, C, cfg_.norm_eps);  // (T, C)
         matmul(q, h, L.attn_q, L.attn_q_b, T);          // (T, C) -> (T, H hd)
@@ -35,8 +31,8 @@ void Context::forward_llama(const int32_t* tokens, int64_t T) {
         if (L.attn_k_norm) K.rmsnorm(k_new, k_new, L.attn_k_norm, T * Hkv, hd, cfg_.norm_eps);
         K.rope(q, T, H, hd, q_dim, n_rot, cs, cfg_.rope_neox);
         K.rope(k_new, T, Hkv, hd, kv_dim, n_rot, cs, cfg_.rope_neox);
-        K.attention(att, q, ks, vs, n_shared_, kc, vc, att_scratch_.data(), T, n_past_, H, Hkv, hd, kv_dim,
-                    scale, 0);  // (T, H hd)
+        kv_store(l, T);
+        attend(l, att, q, T, scale, 0);  // (T, H hd)
         matmul(h, att, L.attn_out, L.attn_out_b, T);  // (T, H hd) -> (T, C)
         K.add(x, x, h, T * C);
         // SwiGLU MLP block

@@ -22,30 +22,52 @@ static int max_threads_default() {
 #endif
 }
 
-Context::Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads)
-    : cfg_(cfg), w_(w), k_(&kernels()), n_ctx_(n_ctx), n_threads_(1) {
+Context::Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads, bool kv_f16)
+    : cfg_(cfg), w_(w), k_(&kernels()), n_ctx_(n_ctx), n_threads_(1), kv_f16_(kv_f16) {
     check_arg(n_ctx > 0, "n_ctx must be positive");
     if (cfg.arch == Arch::GPT2)
         check_arg(n_ctx <= cfg.n_ctx_train,
                   "n_ctx " + std::to_string(n_ctx) + " exceeds the model's " + std::to_string(cfg.n_ctx_train) +
                       " learned positions");
     set_n_threads(n_threads);
-    const size_t kv = (size_t)cfg.n_layer * n_ctx * cfg.n_head_kv * cfg.head_dim();
-    k_cache_.assign(kv, 0.0f);
-    v_cache_.assign(kv, 0.0f);
+    k_cache_.assign(cfg.n_layer * layer_bytes(), 0);
+    v_cache_.assign(cfg.n_layer * layer_bytes(), 0);
 }
 
 Context::Context(const Context& parent, int64_t n_shared, int n_threads)
     : cfg_(parent.cfg_), w_(parent.w_), k_(parent.k_), n_ctx_(parent.n_ctx_), n_past_(n_shared), parent_(&parent),
-      n_shared_(n_shared), n_threads_(1) {
+      n_shared_(n_shared), n_threads_(1), kv_f16_(parent.kv_f16_) {
     check_arg(parent.parent_ == nullptr, "a child context's parent must be a root context");
     check_arg(n_shared >= 0 && n_shared <= parent.n_past_,
               "n_shared " + std::to_string(n_shared) + " exceeds the parent's " + std::to_string(parent.n_past_) +
                   " cached positions");
     set_n_threads(n_threads);
-    const size_t kv = (size_t)cfg_.n_layer * (n_ctx_ - n_shared) * kv_dim();
-    k_cache_.assign(kv, 0.0f);
-    v_cache_.assign(kv, 0.0f);
+    k_cache_.assign(cfg_.n_layer * layer_bytes(), 0);
+    v_cache_.assign(cfg_.n_layer * layer_bytes(), 0);
+}
+
+float* Context::kv_dst(int which, int64_t l) {
+    if (kv_f16_) return which ? v_new_.data() : k_new_.data();
+    return (float*)(which ? layer_v(l) : layer_k(l)) + (n_past_ - n_shared_) * kv_dim();
+}
+
+void Context::kv_store(int64_t l, int64_t T) {
+    if (!kv_f16_) return;  // written in place
+    const int64_t D = kv_dim();
+    k_->to_f16((fp16_t*)layer_k(l) + (n_past_ - n_shared_) * D, k_new_.data(), T * D);
+    k_->to_f16((fp16_t*)layer_v(l) + (n_past_ - n_shared_) * D, v_new_.data(), T * D);
+}
+
+void Context::attend(int64_t l, float* out, const float* q, int64_t T, float scale, int64_t n_window) {
+    const int64_t H = cfg_.n_head, Hkv = cfg_.n_head_kv, hd = cfg_.head_dim(), D = kv_dim();
+    const uint8_t* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
+    const uint8_t* vs = parent_ ? parent_->layer_v(l) : nullptr;
+    if (kv_f16_)
+        k_->attention_f16(out, q, (const fp16_t*)ks, (const fp16_t*)vs, n_shared_, (const fp16_t*)layer_k(l),
+                          (const fp16_t*)layer_v(l), att_scratch_.data(), T, n_past_, H, Hkv, hd, D, scale, n_window);
+    else
+        k_->attention(out, q, (const float*)ks, (const float*)vs, n_shared_, (const float*)layer_k(l),
+                      (const float*)layer_v(l), att_scratch_.data(), T, n_past_, H, Hkv, hd, D, scale, n_window);
 }
 
 void Context::truncate(int64_t n) {
@@ -57,10 +79,10 @@ void Context::truncate(int64_t n) {
 void Context::copy_own_from(const Context& o) {
     check_arg(o.parent_ == parent_ && o.n_shared_ == n_shared_ && o.n_ctx_ == n_ctx_,
               "copy_own_from: contexts must share parent and n_shared");
-    const int64_t rows = o.n_past_ - n_shared_, D = kv_dim();
+    const size_t row = kv_dim() * kv_elt(), rows = o.n_past_ - n_shared_;
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
-        std::memcpy((float*)layer_k(l), o.layer_k(l), rows * D * sizeof(float));
-        std::memcpy((float*)layer_v(l), o.layer_v(l), rows * D * sizeof(float));
+        std::memcpy((uint8_t*)layer_k(l), o.layer_k(l), rows * row);
+        std::memcpy((uint8_t*)layer_v(l), o.layer_v(l), rows * row);
     }
     n_past_ = o.n_past_;
 }
@@ -70,28 +92,31 @@ struct StateHeader {
     char magic[4];  // "PYIS"
     uint32_t version;
     int64_t arch, n_layer, kv_dim, n_vocab, n_past;
+    int64_t kv_elt;  // bytes per cached value: 2 (f16) or 4 (f32); version 2 on
 };
+constexpr uint32_t STATE_VERSION = 2;
 }  // namespace
 
 size_t Context::state_bytes() const {
-    return sizeof(StateHeader) + 2 * (size_t)cfg_.n_layer * n_past_ * kv_dim() * sizeof(float);
+    return sizeof(StateHeader) + 2 * (size_t)cfg_.n_layer * n_past_ * kv_dim() * kv_elt();
 }
 
 void Context::save_state(uint8_t* dst) const {
-    StateHeader h{{'P', 'Y', 'I', 'S'}, 1, (int64_t)cfg_.arch, cfg_.n_layer, kv_dim(), cfg_.n_vocab, n_past_};
+    StateHeader h{{'P', 'Y', 'I', 'S'}, STATE_VERSION, (int64_t)cfg_.arch, cfg_.n_layer, kv_dim(), cfg_.n_vocab,
+                  n_past_, (int64_t)kv_elt()};
     std::memcpy(dst, &h, sizeof h);
-    float* out = (float*)(dst + sizeof h);
-    const int64_t D = kv_dim();
+    uint8_t* out = dst + sizeof h;
+    const size_t row = kv_dim() * kv_elt();
     for (int kv = 0; kv < 2; kv++)
         for (int64_t l = 0; l < cfg_.n_layer; l++) {
-            const float* own = kv ? layer_v(l) : layer_k(l);
+            const uint8_t* own = kv ? layer_v(l) : layer_k(l);
             if (n_shared_) {
-                const float* sh = kv ? parent_->layer_v(l) : parent_->layer_k(l);
-                std::memcpy(out, sh, n_shared_ * D * sizeof(float));
-                out += n_shared_ * D;
+                const uint8_t* sh = kv ? parent_->layer_v(l) : parent_->layer_k(l);
+                std::memcpy(out, sh, n_shared_ * row);
+                out += n_shared_ * row;
             }
-            std::memcpy(out, own, (n_past_ - n_shared_) * D * sizeof(float));
-            out += (n_past_ - n_shared_) * D;
+            std::memcpy(out, own, (n_past_ - n_shared_) * row);
+            out += (n_past_ - n_shared_) * row;
         }
 }
 
@@ -100,21 +125,27 @@ void Context::load_state(const uint8_t* src, size_t n) {
     StateHeader h;
     check_arg(n >= sizeof h, "state is truncated (" + std::to_string(n) + " bytes)");
     std::memcpy(&h, src, sizeof h);
-    check_arg(std::memcmp(h.magic, "PYIS", 4) == 0 && h.version == 1, "not a pyinfer state (bad magic or version)");
+    check_arg(std::memcmp(h.magic, "PYIS", 4) == 0, "not a pyinfer state (bad magic)");
+    check_arg(h.version == STATE_VERSION, "the state has format version " + std::to_string(h.version) +
+                                              ", this pyinfer reads version " + std::to_string(STATE_VERSION) +
+                                              "; save it again with this version");
+    check_arg(h.kv_elt == (int64_t)kv_elt(), std::string("the state was saved from a ") +
+                                                 (h.kv_elt == 2 ? "f16" : "f32") + " KV cache, this context's is " +
+                                                 (kv_f16_ ? "f16" : "f32") + "; load it with the same kv_type");
     check_arg(h.arch == (int64_t)cfg_.arch && h.n_layer == cfg_.n_layer && h.kv_dim == kv_dim() &&
                   h.n_vocab == cfg_.n_vocab,
               "the state was saved from a model of another shape");
     check_arg(h.n_past >= 0 && h.n_past <= n_ctx_, "the state holds " + std::to_string(h.n_past) +
                                                        " positions, more than this context's n_ctx = " +
                                                        std::to_string(n_ctx_));
-    const int64_t D = kv_dim();
-    const size_t need = sizeof h + 2 * (size_t)cfg_.n_layer * h.n_past * D * sizeof(float);
+    const size_t row = kv_dim() * kv_elt();
+    const size_t need = sizeof h + 2 * (size_t)cfg_.n_layer * h.n_past * row;
     check_arg(n == need, "state size " + std::to_string(n) + " bytes, expected " + std::to_string(need));
-    const float* in = (const float*)(src + sizeof h);
+    const uint8_t* in = src + sizeof h;
     for (int kv = 0; kv < 2; kv++)
         for (int64_t l = 0; l < cfg_.n_layer; l++) {
-            std::memcpy((float*)(kv ? layer_v(l) : layer_k(l)), in, h.n_past * D * sizeof(float));
-            in += h.n_past * D;
+            std::memcpy((uint8_t*)(kv ? layer_v(l) : layer_k(l)), in, h.n_past * row);
+            in += h.n_past * row;
         }
     n_past_ = h.n_past;
 }
@@ -140,6 +171,8 @@ void Context::reserve(int64_t n) {
     ff2_.resize(cfg_.arch != Arch::GPT2 ? n * F : 0);
     rope_cs_.resize(cfg_.arch != Arch::GPT2 ? n * cfg_.head_dim() : 0);
     rope_cs_swa_.resize(cfg_.arch == Arch::GEMMA3 ? n * cfg_.head_dim() : 0);
+    k_new_.resize(kv_f16_ ? n * kv_dim() : 0);
+    v_new_.resize(kv_f16_ ? n * kv_dim() : 0);
     size_t q = 0;
     auto need = [&](const Tensor& t) {
         q = std::max(q, cfg_.exact ? matmul_exact_scratch_bytes(t, n_threads_) : matmul_scratch_bytes(t, n));

@@ -61,10 +61,11 @@ struct ModelWeights {
 // One sequence's state: the KV cache plus scratch buffers, bound to a model's weights.
 class Context {
 public:
-    Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads);
+    // kv_f16: the KV cache holds IEEE half (half the memory, llama.cpp's default), else f32
+    Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads, bool kv_f16 = false);
     // A child sequence that reads the first n_shared cached positions of `parent` in place (no copy) and keeps its own
     // cache after them: beams over one prompt.  The parent must be a root context, outlive the child and keep those
-    // positions unchanged.
+    // positions unchanged.  The child's cache has the parent's type.
     Context(const Context& parent, int64_t n_shared, int n_threads);
 
     // Runs `n` tokens at positions n_past .. n_past+n-1, appends their K/V to the cache and writes logits:
@@ -86,6 +87,7 @@ public:
     int64_t n_past() const { return n_past_; }
     int64_t n_ctx() const { return n_ctx_; }
     int n_threads() const { return n_threads_; }
+    bool kv_f16() const { return kv_f16_; }
     void set_n_threads(int n);
     const ModelConfig& config() const { return cfg_; }
 
@@ -105,15 +107,26 @@ private:
     ModelConfig cfg_;
     ModelWeights w_;
     const Kernels* k_;
-    const float* layer_k(int64_t l) const { return k_cache_.data() + (size_t)l * (n_ctx_ - n_shared_) * kv_dim(); }
-    const float* layer_v(int64_t l) const { return v_cache_.data() + (size_t)l * (n_ctx_ - n_shared_) * kv_dim(); }
+    // layer l's own cache rows (bytes): position p at row p - n_shared, kv_dim elements of kv_elt() bytes each
+    const uint8_t* layer_k(int64_t l) const { return k_cache_.data() + l * layer_bytes(); }
+    const uint8_t* layer_v(int64_t l) const { return v_cache_.data() + l * layer_bytes(); }
+    size_t layer_bytes() const { return (size_t)(n_ctx_ - n_shared_) * kv_dim() * kv_elt(); }
+    size_t kv_elt() const { return kv_f16_ ? sizeof(fp16_t) : sizeof(float); }
     int64_t kv_dim() const { return cfg_.n_head_kv * cfg_.head_dim(); }
+    // Where the forward pass writes this batch's K (which = 0) or V (1) of layer l as f32 (T, kv_dim): straight
+    // into the f32 cache, or into scratch that kv_store then rounds into the f16 cache.
+    float* kv_dst(int which, int64_t l);
+    void kv_store(int64_t l, int64_t T);
+    // out (T, n_head hd) = attention of q (T, n_head hd) over layer l's cache (shared prefix + own rows)
+    void attend(int64_t l, float* out, const float* q, int64_t T, float scale, int64_t n_window);
 
     int64_t n_ctx_, n_past_ = 0;
     const Context* parent_ = nullptr;
     int64_t n_shared_ = 0;  // positions [0, n_shared) live in parent_'s cache
     int n_threads_;
-    std::vector<float> k_cache_, v_cache_;  // (n_layer, n_ctx - n_shared, n_head_kv * head_dim): own positions
+    bool kv_f16_ = false;
+    std::vector<uint8_t> k_cache_, v_cache_;  // (n_layer, n_ctx - n_shared, n_head_kv * head_dim): own positions
+    std::vector<float> k_new_, v_new_;        // f16 cache: this batch's K/V (T, kv_dim) before rounding
     // scratch, sized for the largest batch seen
     int64_t cap_ = 0;
     std::vector<float> x_, h_, qkv_, q_, att_, ff_, ff2_, rope_cs_, rope_cs_swa_, att_scratch_;

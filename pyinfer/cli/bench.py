@@ -1,5 +1,7 @@
 """`pyinfer bench`: a llama-bench style speed test: prompt processing (pp: N random tokens in one call) and text
 generation (tg: N tokens one at a time) in tokens/s, the median of -r runs, one table row per thread count.
+--compare-llama-cpp runs llama.cpp (llama-cpp-python, where installed) on the same GGUF file, each run interleaved
+with pyinfer's, and adds its column and the ratio.
 """
 import argparse
 import os
@@ -34,6 +36,8 @@ def add_bench_args(p):
                    help="thread counts, one table row each (default: the runtime's)")
     g.add_argument("-r", "--repetitions", type=int, default=5, metavar="N",
                    help="timed runs per test; the table shows their median (default: 5)")
+    g.add_argument("--compare-llama-cpp", action="store_true",
+                   help="also run llama.cpp (llama-cpp-python) on the same GGUF file, runs interleaved")
 
 
 def _bench_prompt(model, ids):
@@ -70,6 +74,16 @@ def cmd_bench(args):
     need = max(args.n_prompt, args.n_gen)
     if need > model.n_ctx:
         raise ValueError(f"-p/-n of {need} tokens exceed the model's context of {model.n_ctx}")
+    ref = None
+    if args.compare_llama_cpp:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise ValueError("--compare-llama-cpp needs llama-cpp-python (pip install llama-cpp-python)") from None
+        if not str(model.path).lower().endswith(".gguf"):
+            raise ValueError(f"--compare-llama-cpp needs a GGUF file, got {args.model}")
+        ref = Llama(model_path=str(model.path), n_ctx=need + 8, n_batch=max(args.n_prompt, 8),
+                    n_ubatch=max(args.n_prompt, 8), verbose=False)
     # random tokens as llama-bench draws them (BOS first when the model adds it), from a fixed seed
     rng = np.random.default_rng(0)
     tok = model.tokenizer
@@ -83,16 +97,28 @@ def cmd_bench(args):
     name = os.path.basename(os.path.normpath(args.model)) + ("" if args.dtype == "auto" else f" {args.dtype}")
     tests = ([(f"pp{args.n_prompt}", _bench_prompt, pp_ids, args.n_prompt)] if args.n_prompt else []) + \
             ([(f"tg{args.n_gen}", _bench_gen, tg_ids, args.n_gen)] if args.n_gen else [])
-    header = ["model", "threads"] + [f"{t[0]} t/s" for t in tests]
+    header = ["model", "threads"] + [h for t in tests for h in ([f"{t[0]} t/s"] + (
+        [f"{t[0]} llama.cpp", f"{t[0]} ratio"] if ref else []))]
     rows = []
     for n_threads in args.threads or [model.n_threads]:
         model.n_threads = n_threads
+        if ref:
+            ref._ctx.set_n_threads(n_threads, n_threads)
         row = [name, str(n_threads)]
         for label, fn, ids, n in tests:
             fn(model, ids[:min(len(ids), 8)])  # warm-up run, untimed
-            rates = [n / max(fn(model, ids), 1e-12) for _ in range(args.repetitions)]
+            if ref:
+                fn(ref, ids[:min(len(ids), 8)])
+            rates, ref_rates = [], []
+            for _ in range(args.repetitions):  # interleaved: machine noise hits both engines alike
+                rates.append(n / max(fn(model, ids), 1e-12))
+                if ref:
+                    ref_rates.append(n / max(fn(ref, ids), 1e-12))
             sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
             row.append(f"{statistics.median(rates):.2f} +/- {sd:.2f}")
+            if ref:
+                rm = statistics.median(ref_rates)
+                row += [f"{rm:.2f}", f"{statistics.median(rates) / rm:.2f}"]
             sys.stderr.write(f"bench: threads {n_threads}, {label}: done\n")
             sys.stderr.flush()
         rows.append(row)

@@ -70,6 +70,9 @@ def add_model_flags(g, with_model=True, model_required=True, model_help=None):
                        help=model_help or "the model: a Hugging Face folder or a GGUF file")
     g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     g.add_argument("--dtype", choices=("auto", "f32", "f16"), default="auto", help=DTYPE_HELP)
+    g.add_argument("--cache-type", choices=("f16", "f32"), default=None, dest="cache_type",
+                   help="KV cache element type: f16 halves its memory, as llama.cpp's default (default: f16, or "
+                        "PYINFER_KV_TYPE)")
 
 
 def check_threads(n):
@@ -91,11 +94,12 @@ def check_model_path(path):
         raise FileNotFoundError(f"model not found: {path}")
 
 
-def load_model(path, ctx, threads, dtype):
-    """pyinfer.load with a context of `ctx` tokens (0: the model's own); dtype "auto" keeps the file's."""
+def load_model(path, ctx, threads, dtype, kv_type=None):
+    """pyinfer.load with a context of `ctx` tokens (0: the model's own); dtype "auto" keeps the file's; kv_type the
+    KV cache's element type (None: the default, f16)."""
     import pyinfer
     check_model_path(path)
-    kwargs = {"n_threads": threads, "dtype": None if dtype in (None, "auto") else dtype}
+    kwargs = {"n_threads": threads, "dtype": None if dtype in (None, "auto") else dtype, "kv_type": kv_type}
     if ctx > 0:
         kwargs["n_ctx"] = ctx
     return pyinfer.load(path, **kwargs)

@@ -30,8 +30,8 @@ def cmd_kld(args):
     check_threads(args.threads)
     check_ctx_size(args.ctx_size, "min(512, the models')")
     text = read_text_file(args.file)
-    base = load_model(args.model_base, args.ctx_size, args.threads, args.dtype_base)
-    model = load_model(args.model, args.ctx_size, args.threads, args.dtype)
+    base = load_model(args.model_base, args.ctx_size, args.threads, args.dtype_base, args.cache_type)
+    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.cache_type)
     r = kl_divergence(base, model, text, n_ctx=args.ctx_size or None, progress=True)
     sys.stderr.write(f"kld: {r.n_tokens} positions in {r.n_chunks} chunks of n_ctx = {r.n_ctx}, "
                      f"{r.t_eval_s:.2f} s\n")

@@ -199,7 +199,7 @@ def cmd_run(args):
     prompt = _read_prompt(args)
     check_model_path(args.model)
 
-    load_kwargs = {"n_threads": args.threads, "dtype": dtype}
+    load_kwargs = {"n_threads": args.threads, "dtype": dtype, "kv_type": args.cache_type}
     if args.ctx_size > 0:
         load_kwargs["n_ctx"] = args.ctx_size
     t0 = time.perf_counter()

@@ -1,0 +1,212 @@
+"""End to end, pyinfer against llama.cpp (through llama-cpp-python) on the same GGUF files with the same threads:
+pp128 / pp512 (one eval call from an empty cache), tg128 (the full generate() path with the default sampler chain,
+against create_completion with the same sampler settings), load time and peak RSS.  Not a test.
+Each engine runs in its own worker subprocess (so its load time and peak RSS are its own); the driver sends each
+timed run to one worker then the other, interleaved, and reports the median of -r runs and pyinfer / llama.cpp.
+--busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-spin compares
+pyinfer's passive OpenMP wait policy with spinning threads (OMP_WAIT_POLICY=active) the same way.
+
+    python benchmarks/bench_e2e.py                       # all files, 1 and 2 threads, a few minutes
+    python benchmarks/bench_e2e.py --models smollm2 --busy -t 1 2
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# the default sampler chain of both engines (llama.cpp's defaults), given explicitly to both
+SAMPLER = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0)
+GPT2_124M = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
+MODELS = ("smollm2", "gpt2-q8_0", "gpt2-q4_0", "gemma3")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------------------------------------
+
+def gpt2_files(cache: Path) -> dict:
+    """{"gpt2-q8_0": path, "gpt2-q4_0": path}: a random GPT-2-124M (HF init, seed 0) through llama.cpp's converter
+    (f32 and q8_0) and llama.cpp's own quantizer (q4_0 from the f32 file); made once into `cache`."""
+    out = {"gpt2-q8_0": cache / "gpt2-124m-random-q8_0.gguf", "gpt2-q4_0": cache / "gpt2-124m-random-q4_0.gguf"}
+    if all(p.exists() for p in out.values()):
+        return out
+    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from assets import llama_cpp_convert
+    from bench_gpt2 import write_checkpoint
+
+    cache.mkdir(parents=True, exist_ok=True)
+    folder = cache / "gpt2-124m-random-hf"
+    if not (folder / "model.safetensors").exists():
+        torch.manual_seed(0)
+        write_checkpoint(GPT2LMHeadModel(GPT2Config(**GPT2_124M)).eval(), folder)
+    f32 = cache / "gpt2-124m-random-f32.gguf"
+    if not f32.exists():
+        llama_cpp_convert(folder, f32, "f32")
+    if not out["gpt2-q8_0"].exists():
+        llama_cpp_convert(folder, out["gpt2-q8_0"], "q8_0")
+    if not out["gpt2-q4_0"].exists():
+        import llama_cpp
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+        rc = llama_cpp.llama_model_quantize(str(f32).encode(), str(out["gpt2-q4_0"]).encode(), params)
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp's quantizer failed ({rc}) on {f32}")
+    return out
+
+
+def model_path(name: str, cache: Path) -> Path:
+    from pyinfer.models import default_model_path, named_model_path
+    if name == "smollm2":
+        return Path(default_model_path())
+    if name == "gemma3":
+        return Path(named_model_path("gemma3-270m"))
+    return gpt2_files(cache)[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# workers: one engine each, JSON lines on stdin/stdout
+# ---------------------------------------------------------------------------------------------------------------------
+
+def worker(engine: str, path: str, n_ctx: int):
+    import numpy as np
+    t0 = time.perf_counter()
+    if engine.startswith("pyinfer"):
+        import pyinfer
+        m = pyinfer.load(path, n_ctx=n_ctx)
+        n_vocab = m.n_vocab
+    else:
+        from llama_cpp import Llama
+        m = Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, verbose=False)
+        n_vocab = m.n_vocab()
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    print(json.dumps({"load_s": load_s}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "quit":
+            break
+        th, n = cmd["threads"], cmd["n"]
+        ids = rng.integers(100, n_vocab - 100, size=n if cmd["op"] == "pp" else 8).tolist()
+        if engine.startswith("pyinfer"):
+            m.n_threads = th
+        else:
+            m._ctx.set_n_threads(th, th)  # llama_set_n_threads on the context
+        m.reset()
+        t0 = time.perf_counter()
+        if cmd["op"] == "pp":
+            m.eval(ids)
+            n_done = n
+        elif engine.startswith("pyinfer"):
+            r = m.generate(ids, max_tokens=n, ignore_eos=True, seed=1, details=True, cache_prompt=False, **SAMPLER)
+            n_done = len(r.tokens)
+        else:
+            eos = m.token_eos()
+            r = m.create_completion(ids, max_tokens=n, seed=1, logit_bias={eos: -1e9}, **SAMPLER)
+            n_done = r["usage"]["completion_tokens"]
+        dt = time.perf_counter() - t0
+        print(json.dumps({"s": dt, "n": n_done}), flush=True)
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rss_mb": rss_kb / 1024}), flush=True)
+
+
+class Worker:
+    def __init__(self, engine, path, n_ctx, env):
+        if engine == "pyinfer-spin":  # OpenMP threads spinning at barriers (libgomp's default)
+            env = dict(env, OMP_WAIT_POLICY="active")
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", engine, str(path), str(n_ctx)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.load_s = self._read()["load_s"]
+
+    def _read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.p.args[3]} died (exit {self.p.wait()})")
+        return json.loads(line)
+
+    def run(self, op, n, threads):
+        self.p.stdin.write(json.dumps({"op": op, "n": n, "threads": threads}) + "\n")
+        self.p.stdin.flush()
+        r = self._read()
+        return r["n"] / r["s"]
+
+    def close(self):
+        self.p.stdin.write(json.dumps({"op": "quit"}) + "\n")
+        self.p.stdin.flush()
+        rss = self._read()["rss_mb"]
+        self.p.wait()
+        return rss
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated from {', '.join(MODELS)}")
+    ap.add_argument("-t", "--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("-r", "--repeats", type=int, default=3, help="timed runs per cell, the median is shown")
+    ap.add_argument("--tests", default="pp128,pp512,tg128")
+    ap.add_argument("--busy", action="store_true", help="run a spinning process on one core beside the measurement")
+    ap.add_argument("--engines", default="pyinfer,llama.cpp",
+                    help="the two columns: pyinfer, llama.cpp or pyinfer-spin (default: pyinfer,llama.cpp)")
+    ap.add_argument("--cache", default=os.path.expanduser("~/.cache/pyinfer-bench"), help="where GPT-2 files go")
+    args = ap.parse_args(argv)
+    tests = [(t[:2], int(t[2:])) for t in args.tests.split(",")]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    busy = None
+    if args.busy:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    engines = args.engines.split(",")
+    if len(engines) != 2 or not set(engines) <= {"pyinfer", "llama.cpp", "pyinfer-spin"}:
+        raise SystemExit(f"--engines: two of pyinfer, llama.cpp, pyinfer-spin, got {args.engines!r}")
+    print(f"{engines[0]} vs {engines[1]} (llama.cpp = llama-cpp-python), tokens/s, median of {args.repeats} interleaved runs"
+          + (", a busy process spinning on one core" if busy else "") + f"; load {os.getloadavg()[0]:.1f}")
+    print(f"| model | threads | test | {engines[0]} | {engines[1]} | ratio |")
+    print("|---|---:|---|---:|---:|---:|")
+    summary = []
+    try:
+        for name in args.models.split(","):
+            path = model_path(name, Path(args.cache))
+            Path(path).read_bytes()  # warm page cache: load time is the engine's, not the disk's
+            n_ctx = max(n for _, n in tests) + 16
+            w = {e: Worker(e, path, n_ctx, env) for e in engines}
+            for th in args.threads:
+                for op, n in tests:
+                    for e in w.values():
+                        e.run(op, min(n, 16), th)  # warm-up
+                    rates = {e: [] for e in w}
+                    for _ in range(args.repeats):
+                        for e in w:
+                            rates[e].append(w[e].run(op, n, th))
+                    a, b = (statistics.median(rates[e]) for e in w)
+                    print(f"| {name} | {th} | {op}{n} | {a:.1f} | {b:.1f} | {a / b:.2f} |", flush=True)
+            loads = {e: w[e].load_s for e in w}
+            rss = {e: w[e].close() for e in w}
+            a, b = engines
+            summary.append(f"| {name} | {Path(path).stat().st_size / 2**20:.0f} | {loads[a]:.3f} | {loads[b]:.3f} | "
+                           f"{rss[a]:.0f} | {rss[b]:.0f} |")
+    finally:
+        if busy:
+            busy.kill()
+    print(f"\n| model | file MiB | {engines[0]} load s | {engines[1]} load s | {engines[0]} peak RSS MiB | "
+          f"{engines[1]} peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        main()
