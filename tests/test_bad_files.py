@@ -328,7 +328,7 @@ def session_cases(state):
     n = header["n_cached"]
     cases["n_cached-vs-cache"] = (_join(fewer, c), f"the cache holds {n} positions, the header says {n - 1}")
     cases["c-magic"] = (_join(header, b"XXXX" + c[4:]), "not a pyinfer state")
-    cases["c-version"] = (_join(header, _patch(c, 4, u32(2))), "not a pyinfer state")
+    cases["c-version"] = (_join(header, _patch(c, 4, u32(99))), "format version 99")
     cases["c-shape"] = (_join(header, _patch(c, 24, u64(1000))), "another shape")
     cases["c-n_past>n_ctx"] = (_join(header, _patch(c, 40, u64(33))), "33 positions, more than .*n_ctx = 32")
     cases["c-n_past-huge"] = (_join(header, _patch(c, 40, u64(2 ** 62))), "more than .*n_ctx = 32")
