@@ -61,15 +61,24 @@ def one_line(exc):
 
 THREADS_HELP = "threads for compute (default: chosen by the runtime)"
 DTYPE_HELP = "weight type after loading: auto keeps the file's (default: auto)"
+EXACT_HELP = ("exact activations: f32 activations against weights dequantized on the fly, never rounded to 8 "
+              "bits (the model the file holds; slower). Default: 8-bit activation blocks, as llama.cpp")
+
+
+def add_exact_flag(g):
+    """--exact: pyinfer.load(..., activations="f32")."""
+    g.add_argument("--exact", action="store_true", help=EXACT_HELP)
 
 
 def add_model_flags(g, with_model=True, model_required=True, model_help=None):
-    """-m/--model (required unless model_required=False: then None = the default model), -t/--threads, --dtype."""
+    """-m/--model (required unless model_required=False: then None = the default model), -t/--threads, --dtype,
+    --exact."""
     if with_model:
         g.add_argument("-m", "--model", metavar="PATH", required=model_required, default=None,
                        help=model_help or "the model: a Hugging Face folder or a GGUF file")
     g.add_argument("-t", "--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     g.add_argument("--dtype", choices=("auto", "f32", "f16"), default="auto", help=DTYPE_HELP)
+    add_exact_flag(g)
 
 
 def check_threads(n):
@@ -91,14 +100,24 @@ def check_model_path(path):
         raise FileNotFoundError(f"model not found: {path}")
 
 
-def load_model(path, ctx, threads, dtype):
-    """pyinfer.load with a context of `ctx` tokens (0: the model's own); dtype "auto" keeps the file's."""
-    import pyinfer
-    check_model_path(path)
+def load_kwargs(ctx, threads, dtype, exact=False):
+    """pyinfer.load's keyword arguments for the model flags: ctx 0 = the model's own context, dtype "auto" keeps the
+    file's, exact = activations "f32"."""
     kwargs = {"n_threads": threads, "dtype": None if dtype in (None, "auto") else dtype}
+    if exact:
+        kwargs["activations"] = "f32"
     if ctx > 0:
         kwargs["n_ctx"] = ctx
-    return pyinfer.load(path, **kwargs)
+    return kwargs
+
+
+def load_model(path, ctx, threads, dtype, exact=False):
+    """pyinfer.load with a context of `ctx` tokens (0: the model's own); dtype "auto" keeps the file's; exact: f32
+    activations (activations="f32")."""
+    import pyinfer
+    check_model_path(path)
+    return pyinfer.load(path, **load_kwargs(ctx, threads, dtype, exact))
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
