@@ -174,10 +174,18 @@ def measure(path: Path, text: str, n_ctx: int, n_windows, n_threads: int, engine
     return info, {name: a.result(len(wins), n_ctx) for name, a in acc.items()}
 
 
+def paired(kld, base):
+    """(mean, standard error) of kld - base over the same positions: is an engine farther than pyinfer's default?"""
+    d = np.asarray(kld) - np.asarray(base)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def table(rows) -> str:
-    """Markdown: one row per (file, engine) with mean KLD, p99 KLD, top-1 agreement, positions."""
-    head = ["file", "engine", "mean KLD", "p99 KLD", "top-1", "positions"]
-    body = [[f, e, f"{r['kld_mean']:.3e}", f"{r['kld_p99']:.3e}", f"{100 * r['top1']:.2f} %", str(r["n_tokens"])]
+    """Markdown: one row per (file, engine) with mean KLD, p99 KLD, top-1 agreement, positions, and the paired
+    difference of the mean KLD to pyinfer's default path (+/- its standard error)."""
+    head = ["file", "engine", "mean KLD", "p99 KLD", "top-1", "positions", "mean KLD - pyinfer's"]
+    body = [[f, e, f"{r['kld_mean']:.3e}", f"{r['kld_p99']:.3e}", f"{100 * r['top1']:.2f} %", str(r["n_tokens"]),
+             "" if "vs_pyinfer" not in r else f"{r['vs_pyinfer'][0]:+.2e} +/- {r['vs_pyinfer'][1]:.1e}"]
             for f, e, r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |",
@@ -225,7 +233,8 @@ def main(argv=None):
     rows, out = [], []
     for f in files:
         path = Path(f) if f.endswith(".gguf") else file_path(f, work, args.gpt2_init_range)
-        log(f"{f}: {path.name}")
+        label = path.name if f.endswith(".gguf") else f
+        log(f"{label}: {path.name}")
         t0 = time.perf_counter()
         info, res = measure(path, text, n_ctx, n_windows, args.threads, engines, oracle_tokens, log)
         log(f"  {info['n_text_tokens']} text tokens, {info['n_windows']} windows of {info['n_ctx']}, "
@@ -234,7 +243,9 @@ def main(argv=None):
         for name, r in res.items():
             d = {k: getattr(r, k) for k in ("kld_mean", "kld_stderr", "kld_median", "kld_p99", "kld_max", "top1",
                                             "ppl_a", "ppl_b", "n_tokens")}
-            rows.append((f, name, d))
+            if name != "pyinfer" and "pyinfer" in res:
+                d["vs_pyinfer"] = paired(r.kld, res["pyinfer"].kld)
+            rows.append((label, name, d))
             out.append(dict(info, engine=name, **d))
     print(table(rows))
     if args.json:

@@ -187,3 +187,18 @@ def test_exact_flag_is_offered(cmd):
     rc, out, err = run_cli(cmd, "--help")
     assert rc == 0, err
     assert "--exact" in out
+
+
+def test_tool_main_writes_the_table_and_json(files, tmp_path, capsys):
+    import json
+    out = tmp_path / "fid.json"
+    assert fidelity.main(["--files", str(files["q8_0"]), "--engines", "pyinfer,pyinfer-exact", "-c", str(N_CTX),
+                          "--windows", "2", "--tokens", "128", "--oracle-tokens", "0", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [r["engine"] for r in rows] == ["pyinfer", "pyinfer-exact"]
+    assert rows[1]["kld_mean"] == 0.0 and rows[0]["kld_mean"] > 0.0
+    # the paired difference exact - default is minus the default path's mean KLD
+    assert abs(rows[1]["vs_pyinfer"][0] + rows[0]["kld_mean"]) <= 1e-12
+    assert re.search(r"^\| gpt2-q8_0\.gguf \| pyinfer-exact +\| 0\.000e\+00 \| 0\.000e\+00 \| 100\.00 % \|", table,
+                     re.M), table
