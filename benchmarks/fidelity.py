@@ -11,8 +11,8 @@ every engine are held at a time, never all (Gemma 3: 262k vocabulary).
     python benchmarks/fidelity.py --quick              # smoke test: n_ctx 128, 2 windows, smollm2 + gpt2-q8_0
     python benchmarks/fidelity.py --files smollm2 --json out.json
 
-Measured (2 threads, n_ctx 512, stdlib docstrings of 6.4k-6.8k tokens; smollm2 all 12 windows, the others the
-first 4; the exact path matched the oracle within 2.2e-6 x max|logit| on every file; random GPT-2 files: init std
+Measured (2 threads, n_ctx 512, stdlib docstrings of 6.4k-6.8k tokens; smollm2 all 12 windows, gemma3 the first 8,
+GPT-2 the first 4; the exact path matched the oracle within 2.2e-6 x max|logit| on every file; random GPT-2 files: init std
 0.1, a chaotic model where 8-bit activations alone give KLD ~6e-2 for Q8_0 and Q4_0 alike). Mean KLD (p99, top-1):
 
 | file               | pyinfer default               | llama.cpp f32 KV cache        | llama.cpp f16 KV cache        |
@@ -20,10 +20,10 @@ first 4; the exact path matched the oracle within 2.2e-6 x max|logit| on every f
 | SmolLM2 Q4_1       | 2.964e-3 (1.327e-2, 97.19 %)  | 3.026e-3 (1.455e-2, 96.96 %)  | 3.044e-3 (1.410e-2, 96.57 %)  |
 | GPT-2-124M Q8_0    | 5.785e-2 (1.030e-1, 76.47 %)  | 5.768e-2 (1.093e-1, 75.88 %)  | 5.788e-2 (1.083e-1, 76.08 %)  |
 | GPT-2-124M Q4_0    | 5.834e-2 (1.091e-1, 75.69 %)  | 5.825e-2 (1.111e-1, 76.67 %)  | 5.823e-2 (1.118e-1, 76.18 %)  |
-| Gemma 3 270M Q4_K_M| 5.458e-3 (2.719e-2, 95.39 %)  | 5.402e-3 (2.896e-2, 95.29 %)  | 5.601e-3 (3.179e-2, 95.88 %)  |
+| Gemma 3 270M Q4_K_M| 5.349e-3 (2.676e-2, 95.64 %)  | 5.226e-3 (2.575e-2, 95.74 %)  | 5.395e-3 (2.982e-2, 96.08 %)  |
 
-Where llama.cpp's mean is lower the paired difference is within one standard error (GPT-2 Q8_0 -1.7e-4 +/- 2.4e-4,
-Q4_0 -0.9e-4 +/- 2.5e-4, Gemma -0.6e-4 +/- 1.9e-4): both engines round activations identically (ggml's q8_0/q8_1,
+Where llama.cpp's mean is lower the paired difference is about one standard error or less (GPT-2 Q8_0 -1.7e-4 +/-
+2.4e-4, Q4_0 -0.9e-4 +/- 2.5e-4, Gemma -1.24e-4 +/- 1.2e-4): both engines round activations identically (ggml's q8_0/q8_1,
 Q8_K), so they tie. What would separate them (a numpy emulation of the rounding in the float64 oracle, one window
 of 128 tokens): Q8_K's one scale per 256 activations costs 4.4x the KLD of per-32 scales on SmolLM2 (2.05e-2 vs
 4.66e-3); giving Gemma's K-quant matmuls (attn_output, ffn_down) per-32 activation scales halves its KLD (7.37e-3
