@@ -11,9 +11,10 @@ every engine are held at a time, never all (Gemma 3: 262k vocabulary).
     python benchmarks/fidelity.py --quick              # smoke test: n_ctx 128, 2 windows, smollm2 + gpt2-q8_0
     python benchmarks/fidelity.py --files smollm2 --json out.json
 
-Measured (2 threads, n_ctx 512, stdlib docstrings of 6.4k-6.8k tokens; smollm2 all 12 windows, gemma3 the first
-8, GPT-2 the first 4; the exact path matched the oracle within 2.2e-6 x max|logit| on every file; random GPT-2
-files: init std 0.1, a chaotic model where 8-bit activations alone give KLD ~6e-2 for Q8_0 and Q4_0 alike). Mean KLD (p99, top-1):
+Measured (2 threads, n_ctx 512, stdlib docstrings of 6.4k-6.8k tokens; smollm2 all 12 windows, gemma3 the first 8,
+GPT-2 the first 4; the exact path matched the oracle within 2.2e-6 x max|logit| on every file; random GPT-2 files:
+init std 0.1, a chaotic model where 8-bit activations alone give KLD ~6e-2 for Q8_0 and Q4_0 alike). Mean KLD (p99,
+top-1):
 
 | file               | pyinfer default               | llama.cpp f32 KV cache        | llama.cpp f16 KV cache        |
 | ------------------ | ----------------------------- | ----------------------------- | ----------------------------- |
@@ -24,10 +25,10 @@ files: init std 0.1, a chaotic model where 8-bit activations alone give KLD ~6e-
 
 Where llama.cpp's mean is lower the paired difference is about one standard error or less (GPT-2 Q8_0 -1.7e-4 +/-
 2.4e-4, Q4_0 -0.9e-4 +/- 2.5e-4, Gemma -1.24e-4 +/- 1.2e-4): both engines round activations identically (ggml's
-q8_0/q8_1, Q8_K), so they tie. What would separate them (a numpy emulation of the rounding in the float64 oracle, one window
-of 128 tokens): Q8_K's one scale per 256 activations costs 4.4x the KLD of per-32 scales on SmolLM2 (2.05e-2 vs
-4.66e-3); giving Gemma's K-quant matmuls (attn_output, ffn_down) per-32 activation scales halves its KLD (7.37e-3
--> 3.78e-3); per-16 blocks with an f32 scale everywhere halve SmolLM2's (4.66e-3 -> 2.04e-3).
+q8_0/q8_1, Q8_K), so they tie. What would separate them (a numpy emulation of the rounding in the float64 oracle,
+one window of 128 tokens): Q8_K's one scale per 256 activations costs 4.4x the KLD of per-32 scales on SmolLM2
+(2.05e-2 vs 4.66e-3); giving Gemma's K-quant matmuls (attn_output, ffn_down) per-32 activation scales halves its KLD
+(7.37e-3 -> 3.78e-3); per-16 blocks with an f32 scale everywhere halve SmolLM2's (4.66e-3 -> 2.04e-3).
 """
 import argparse
 import ast
