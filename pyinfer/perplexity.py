@@ -193,16 +193,72 @@ class KLDResult:
     t_eval_s: float = 0.0
 
 
-def kl_divergence(model_a, model_b, text: str, n_ctx: int | None = None, progress=False) -> KLDResult:
-    """KL(P_a || P_b) and ppl of both over the windows perplexity() scores (a: the reference, e.g. the f32 source).
+class KLDAccumulator:
+    """Running KL(P_a || P_b) statistics over scored positions, fed one block of logits at a time so that no more
+    than a window's logits is ever held (a 262k vocabulary: [256, 262144] float32 is 268 MB).
 
-    Both models must share a tokenizer: equal n_vocab and identical tokenization of `text`, else ValueError.
-    progress: True prints the running mean KLD as `[k]value,` on stderr; a callable gets (k, n_chunks, mean KLD).
+    acc.add(logits_a, logits_b, targets): logits [n, n_vocab] (any float dtype), targets int [n] (the next tokens);
+    acc.result(n_chunks, n_ctx, t_eval_s) -> KLDResult, as llama.cpp's kl_divergence() summarises.
     """
+
+    def __init__(self):
+        self.klds, self.nll_a, self.nll_b, self.same_top = [], [], [], []
+
+    def add(self, logits_a, logits_b, targets) -> np.ndarray:
+        """Adds n positions; returns their KLDs (float64 [n])."""
+        if np.shape(logits_a) != np.shape(logits_b) or np.ndim(logits_a) != 2 or len(targets) != len(logits_a):
+            raise ValueError(f"logits_a {np.shape(logits_a)}, logits_b {np.shape(logits_b)} and targets "
+                             f"{np.shape(targets)} must be [n, n_vocab], [n, n_vocab] and [n]")
+        targets = np.asarray(targets, dtype=np.int64)
+        out = []
+        for b in range(0, len(targets), _ROW_BLOCK):
+            lpa = log_softmax(logits_a[b:b + _ROW_BLOCK])  # [blk, n_vocab] float64
+            lpb = log_softmax(logits_b[b:b + _ROW_BLOCK])
+            pa = np.exp(lpa)
+            # sum_v p_a (log p_a - log p_b); a token with p_a == 0 contributes 0 (guards 0 * inf)
+            out.append(np.sum(np.where(pa > 0, pa * (lpa - lpb), 0.0), axis=1))
+            t = targets[b:b + _ROW_BLOCK]
+            rows = np.arange(len(t))
+            self.nll_a.append(-lpa[rows, t])
+            self.nll_b.append(-lpb[rows, t])
+            self.same_top.append(np.argmax(lpa, axis=1) == np.argmax(lpb, axis=1))
+        self.klds.extend(out)
+        return np.concatenate(out) if out else np.zeros(0, np.float64)
+
+    def mean(self) -> float:
+        return float(np.mean(np.concatenate(self.klds))) if self.klds else math.nan
+
+    def result(self, n_chunks: int, n_ctx: int, t_eval_s: float = 0.0) -> "KLDResult":
+        if not self.klds:
+            raise ValueError("no positions were scored")
+        kld = np.concatenate(self.klds)
+        nll_a, nll_b = np.concatenate(self.nll_a), np.concatenate(self.nll_b)
+        count = len(kld)
+
+        def ppl_of(nll):
+            mean, err = _mean_and_uncertainty(float(np.sum(nll)), float(np.sum(nll * nll)), count, min_count=10,
+                                              undefined=0.0)
+            return math.exp(mean), math.exp(mean) * err
+
+        ppl_a, ppl_a_err = ppl_of(nll_a)
+        ppl_b, ppl_b_err = ppl_of(nll_b)
+        # llama.cpp's kl_divergence() reports an uncertainty only for more than 10 positions (0 otherwise)
+        kld_mean, kld_err = _mean_and_uncertainty(float(np.sum(kld)), float(np.sum(kld * kld)), count,
+                                                  min_count=10, undefined=0.0)
+        dp = np.exp(-nll_b) - np.exp(-nll_a)  # [count]
+        return KLDResult(kld_mean=kld_mean, kld_stderr=kld_err, kld_median=float(np.median(kld)),
+                         kld_p99=float(np.percentile(kld, 99.0)), kld_max=float(np.max(kld)),
+                         top1=float(np.mean(np.concatenate(self.same_top))), ppl_a=ppl_a, ppl_a_stderr=ppl_a_err,
+                         ppl_b=ppl_b, ppl_b_stderr=ppl_b_err, delta_ppl=ppl_b - ppl_a,
+                         rms_dp=float(np.sqrt(np.mean(dp * dp))), n_tokens=count, n_chunks=n_chunks, n_ctx=n_ctx,
+                         kld=kld, t_eval_s=t_eval_s)
+
+
+def check_same_tokenizer(model_a, model_b, text: str) -> np.ndarray:
+    """The text's tokens (int32) when both models tokenize it alike and add the same BOS; else ValueError."""
     if model_a.n_vocab != model_b.n_vocab:
         raise ValueError(f"the models have different vocabularies (n_vocab {model_a.n_vocab} vs {model_b.n_vocab}); "
                          f"KL divergence needs the same tokenizer")
-    n_ctx = _resolve_n_ctx([model_a, model_b], n_ctx)
     tokens = np.asarray(model_a.tokenize(text), dtype=np.int32)
     tokens_b = np.asarray(model_b.tokenize(text), dtype=np.int32)
     if not np.array_equal(tokens, tokens_b):
@@ -214,48 +270,36 @@ def kl_divergence(model_a, model_b, text: str, n_ctx: int | None = None, progres
     if bos_a != bos_b:
         raise ValueError(f"the models put different BOS tokens first ({bos_a} vs {bos_b}); KL divergence needs the "
                          f"same tokenizer")
+    return tokens
+
+
+def windows(model, text: str, n_ctx: int | None = None, models=()):
+    """(n_ctx, first, [windows]): the text's perplexity windows (int32 [n_ctx] each, BOS first when the model adds
+    it) and the first scored position; n_ctx checked against `model` and `models`, the length against 2 * n_ctx."""
+    n_ctx = _resolve_n_ctx([model, *models], n_ctx)
+    tokens = np.asarray(model.tokenize(text), dtype=np.int32)
+    _check_length(len(tokens), n_ctx)
+    return n_ctx, n_ctx // 2, list(_windows(model, tokens, n_ctx))
+
+
+def kl_divergence(model_a, model_b, text: str, n_ctx: int | None = None, progress=False) -> KLDResult:
+    """KL(P_a || P_b) and ppl of both over the windows perplexity() scores (a: the reference, e.g. the f32 source).
+
+    Both models must share a tokenizer: equal n_vocab and identical tokenization of `text`, else ValueError.
+    progress: True prints the running mean KLD as `[k]value,` on stderr; a callable gets (k, n_chunks, mean KLD).
+    """
+    tokens = check_same_tokenizer(model_a, model_b, text)
+    n_ctx = _resolve_n_ctx([model_a, model_b], n_ctx)
     _check_length(len(tokens), n_ctx)
     first = n_ctx // 2
     show, done = _progress_fn(progress, ".4g")
     n_chunk = len(tokens) // n_ctx
-    klds, nll_a, nll_b, same_top = [], [], [], []
+    acc = KLDAccumulator()
     t0 = time.perf_counter()
     for i, w in enumerate(_windows(model_a, tokens, n_ctx)):
         la = model_a.forward(w)[first:n_ctx - 1]  # [n_ctx - 1 - first, n_vocab] float32
         lb = model_b.forward(w)[first:n_ctx - 1]
-        targets = w[first + 1:].astype(np.int64)  # [n_ctx - 1 - first]
-        for b in range(0, len(targets), _ROW_BLOCK):
-            lpa = log_softmax(la[b:b + _ROW_BLOCK])  # [blk, n_vocab] float64
-            lpb = log_softmax(lb[b:b + _ROW_BLOCK])
-            pa = np.exp(lpa)
-            # sum_v p_a (log p_a - log p_b); a token with p_a == 0 contributes 0 (guards 0 * inf)
-            klds.append(np.sum(np.where(pa > 0, pa * (lpa - lpb), 0.0), axis=1))
-            t = targets[b:b + _ROW_BLOCK]
-            rows = np.arange(len(t))
-            nll_a.append(-lpa[rows, t])
-            nll_b.append(-lpb[rows, t])
-            same_top.append(np.argmax(lpa, axis=1) == np.argmax(lpb, axis=1))
-        show(i + 1, n_chunk, float(np.mean(np.concatenate(klds))))
+        acc.add(la, lb, w[first + 1:])  # targets: the tokens at first + 1 .. n_ctx - 1
+        show(i + 1, n_chunk, acc.mean())
     done()
-    t_eval_s = time.perf_counter() - t0
-
-    kld = np.concatenate(klds)
-    nll_a, nll_b = np.concatenate(nll_a), np.concatenate(nll_b)
-    count = len(kld)
-
-    def ppl_of(nll):
-        mean, err = _mean_and_uncertainty(float(np.sum(nll)), float(np.sum(nll * nll)), count, min_count=10,
-                                          undefined=0.0)
-        return math.exp(mean), math.exp(mean) * err
-
-    ppl_a, ppl_a_err = ppl_of(nll_a)
-    ppl_b, ppl_b_err = ppl_of(nll_b)
-    # llama.cpp's kl_divergence() reports an uncertainty only for more than 10 positions (0 otherwise)
-    kld_mean, kld_err = _mean_and_uncertainty(float(np.sum(kld)), float(np.sum(kld * kld)), count, min_count=10,
-                                              undefined=0.0)
-    dp = np.exp(-nll_b) - np.exp(-nll_a)  # [count]
-    return KLDResult(kld_mean=kld_mean, kld_stderr=kld_err, kld_median=float(np.median(kld)),
-                     kld_p99=float(np.percentile(kld, 99.0)), kld_max=float(np.max(kld)),
-                     top1=float(np.mean(np.concatenate(same_top))), ppl_a=ppl_a, ppl_a_stderr=ppl_a_err, ppl_b=ppl_b,
-                     ppl_b_stderr=ppl_b_err, delta_ppl=ppl_b - ppl_a, rms_dp=float(np.sqrt(np.mean(dp * dp))),
-                     n_tokens=count, n_chunks=n_chunk, n_ctx=n_ctx, kld=kld, t_eval_s=t_eval_s)
+    return acc.result(n_chunk, n_ctx, time.perf_counter() - t0)

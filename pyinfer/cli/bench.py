@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from .common import check_threads, load_model, register_command
+from .common import add_exact_flag, check_threads, load_model, register_command
 
 
 def _int_list(s):
@@ -27,6 +27,7 @@ def add_bench_args(p):
                    help="the model: a Hugging Face folder or a GGUF file")
     g.add_argument("--dtype", choices=("auto", "f32", "f16"), default="auto",
                    help="weight type after loading: auto keeps the file's (default: auto)")
+    add_exact_flag(g)
     g = p.add_argument_group("tests")
     g.add_argument("-p", "--n-prompt", type=int, default=128, metavar="N",
                    help="prompt processing test: N random tokens in one call; 0 = skip (default: 128)")
@@ -70,7 +71,7 @@ def cmd_bench(args):
         raise ValueError(f"-r/--repetitions must be >= 1 (got {args.repetitions})")
     for n in args.threads or []:
         check_threads(n)
-    model = load_model(args.model, 0, None, args.dtype)
+    model = load_model(args.model, 0, None, args.dtype, args.exact, getattr(args, "cache_type", None))
     need = max(args.n_prompt, args.n_gen)
     if need > model.n_ctx:
         raise ValueError(f"-p/-n of {need} tokens exceed the model's context of {model.n_ctx}")
@@ -94,7 +95,8 @@ def cmd_bench(args):
         pp_ids[:1] = [bos][:len(pp_ids)]
         tg_ids[:1] = [bos][:len(tg_ids)]
 
-    name = os.path.basename(os.path.normpath(args.model)) + ("" if args.dtype == "auto" else f" {args.dtype}")
+    name = os.path.basename(os.path.normpath(args.model)) + ("" if args.dtype == "auto" else f" {args.dtype}") \
+        + (" exact" if args.exact else "")
     tests = ([(f"pp{args.n_prompt}", _bench_prompt, pp_ids, args.n_prompt)] if args.n_prompt else []) + \
             ([(f"tg{args.n_gen}", _bench_gen, tg_ids, args.n_gen)] if args.n_gen else [])
     header = ["model", "threads"] + [h for t in tests for h in ([f"{t[0]} t/s"] + (

@@ -4,13 +4,15 @@ streams to stdout. The KV cache keeps the conversation between turns (only the n
 import secrets
 import sys
 
-from .common import check_ctx_size, check_model_path, check_threads, register_command
+from .common import (add_exact_flag, check_ctx_size, check_model_path, check_threads, load_kwargs,
+                     register_command)
 
 
 def add_chat_args(p):
     p.add_argument("-m", "--model", metavar="PATH", default=None, help="the model (default: SmolLM2-135M-Instruct)")
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N")
     p.add_argument("-c", "--ctx-size", type=int, default=0, metavar="N")
+    add_exact_flag(p)
     p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="most tokens per reply")
     p.add_argument("-sys", "--system-prompt", metavar="TEXT", default=None)
     p.add_argument("--temp", type=float, default=0.8)
@@ -29,7 +31,7 @@ def cmd_chat(args):
     check_threads(args.threads)
     check_ctx_size(args.ctx_size)
     check_model_path(args.model)
-    model = pyinfer.load(args.model, n_threads=args.threads, n_ctx=args.ctx_size or None)
+    model = pyinfer.load(args.model, **load_kwargs(args.ctx_size, args.threads, None, args.exact))
     if model.chat_template is None:
         raise ValueError(f"{model.path}: the model has no chat template; use `pyinfer run --raw`")
     messages = [{"role": "system", "content": args.system_prompt}] if args.system_prompt else []

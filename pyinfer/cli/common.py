@@ -61,10 +61,18 @@ def one_line(exc):
 
 THREADS_HELP = "threads for compute (default: chosen by the runtime)"
 DTYPE_HELP = "weight type after loading: auto keeps the file's (default: auto)"
+EXACT_HELP = ("exact activations: f32 activations against weights dequantized on the fly, never rounded to 8 "
+              "bits (the model the file holds; slower). Default: 8-bit activation blocks, as llama.cpp")
+
+
+def add_exact_flag(g):
+    """--exact: pyinfer.load(..., activations="f32")."""
+    g.add_argument("--exact", action="store_true", help=EXACT_HELP)
 
 
 def add_model_flags(g, with_model=True, model_required=True, model_help=None):
-    """-m/--model (required unless model_required=False: then None = the default model), -t/--threads, --dtype."""
+    """-m/--model (required unless model_required=False: then None = the default model), -t/--threads, --dtype,
+    --exact."""
     if with_model:
         g.add_argument("-m", "--model", metavar="PATH", required=model_required, default=None,
                        help=model_help or "the model: a Hugging Face folder or a GGUF file")
@@ -73,6 +81,7 @@ def add_model_flags(g, with_model=True, model_required=True, model_help=None):
     g.add_argument("--cache-type", choices=("f16", "f32"), default=None, dest="cache_type",
                    help="KV cache element type: f16 halves its memory, as llama.cpp's default (default: f16, or "
                         "PYINFER_KV_TYPE)")
+    add_exact_flag(g)
 
 
 def check_threads(n):
@@ -94,15 +103,24 @@ def check_model_path(path):
         raise FileNotFoundError(f"model not found: {path}")
 
 
-def load_model(path, ctx, threads, dtype, kv_type=None):
-    """pyinfer.load with a context of `ctx` tokens (0: the model's own); dtype "auto" keeps the file's; kv_type the
-    KV cache's element type (None: the default, f16)."""
-    import pyinfer
-    check_model_path(path)
+def load_kwargs(ctx, threads, dtype, exact=False, kv_type=None):
+    """pyinfer.load's keyword arguments for the model flags: ctx 0 = the model's own context, dtype "auto" keeps the
+    file's, exact = activations "f32", kv_type the KV cache's element type (None: the default, f16)."""
     kwargs = {"n_threads": threads, "dtype": None if dtype in (None, "auto") else dtype, "kv_type": kv_type}
+    if exact:
+        kwargs["activations"] = "f32"
     if ctx > 0:
         kwargs["n_ctx"] = ctx
-    return pyinfer.load(path, **kwargs)
+    return kwargs
+
+
+def load_model(path, ctx, threads, dtype, exact=False, kv_type=None):
+    """pyinfer.load with a context of `ctx` tokens (0: the model's own); dtype "auto" keeps the file's; exact: f32
+    activations (activations="f32"); kv_type the KV cache's element type (None: the default, f16)."""
+    import pyinfer
+    check_model_path(path)
+    return pyinfer.load(path, **load_kwargs(ctx, threads, dtype, exact, kv_type))
+
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ def add_kld_args(p):
                    help="the model Q compared with it (e.g. the quantized file); may be the same path with --dtype")
     g.add_argument("--dtype-base", choices=("auto", "f32", "f16"), default="auto",
                    help="weight type of --model-base after loading (default: auto)")
+    g.add_argument("--exact-base", action="store_true",
+                   help="exact activations for --model-base (f32 against weights dequantized on the fly): with "
+                        "-m the same file, the KL divergence of the default path to the model the file holds")
     add_model_flags(g, with_model=False)
     g = p.add_argument_group("evaluation")
     g.add_argument("-f", "--file", metavar="FNAME", required=True, help="the text to score, UTF-8")
@@ -30,8 +33,8 @@ def cmd_kld(args):
     check_threads(args.threads)
     check_ctx_size(args.ctx_size, "min(512, the models')")
     text = read_text_file(args.file)
-    base = load_model(args.model_base, args.ctx_size, args.threads, args.dtype_base, args.cache_type)
-    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.cache_type)
+    base = load_model(args.model_base, args.ctx_size, args.threads, args.dtype_base, args.exact_base, args.cache_type)
+    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.exact, args.cache_type)
     r = kl_divergence(base, model, text, n_ctx=args.ctx_size or None, progress=True)
     sys.stderr.write(f"kld: {r.n_tokens} positions in {r.n_chunks} chunks of n_ctx = {r.n_ctx}, "
                      f"{r.t_eval_s:.2f} s\n")

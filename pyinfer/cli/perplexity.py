@@ -26,7 +26,7 @@ def cmd_perplexity(args):
     check_threads(args.threads)
     check_ctx_size(args.ctx_size, "min(512, the model's)")
     text = read_text_file(args.file)
-    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.cache_type)
+    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.exact, args.cache_type)
     r = perplexity(model, text, n_ctx=args.ctx_size or None, progress=True)
     sys.stderr.write(f"perplexity: {r.n_text_tokens} tokens, {r.n_chunks} chunks of n_ctx = {r.n_ctx}, "
                      f"{r.n_tokens} scored in {r.t_eval_s:.2f} s with {model.n_threads} threads\n")

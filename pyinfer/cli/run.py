@@ -10,8 +10,8 @@ import secrets
 import sys
 import time
 
-from .common import (add_model_flags, check_ctx_size, check_model_path, check_threads, read_text_file,
-                     register_command, write_stdout)
+from .common import (add_model_flags, check_ctx_size, check_model_path, check_threads, load_kwargs,
+                     read_text_file, register_command, write_stdout)
 
 
 def parse_logit_bias(value):
@@ -199,11 +199,8 @@ def cmd_run(args):
     prompt = _read_prompt(args)
     check_model_path(args.model)
 
-    load_kwargs = {"n_threads": args.threads, "dtype": dtype, "kv_type": args.cache_type}
-    if args.ctx_size > 0:
-        load_kwargs["n_ctx"] = args.ctx_size
     t0 = time.perf_counter()
-    model = pyinfer.load(args.model, **load_kwargs)
+    model = pyinfer.load(args.model, **load_kwargs(args.ctx_size, args.threads, dtype, args.exact, args.cache_type))
     t_load_s = time.perf_counter() - t0
     out = sys.stdout
     if hasattr(out, "reconfigure"):

@@ -62,7 +62,7 @@ def cmd_serve(args):
         raise ValueError(f"--port must be in 0..65535 (got {args.port})")
     api_key = args.api_key if args.api_key is not None else os.environ.get("PYINFER_API_KEY") or None
 
-    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.cache_type)
+    model = load_model(args.model, args.ctx_size, args.threads, args.dtype, args.exact, args.cache_type)
     model_id, aliases = _model_names(args.model, model, args.alias)
     app = create_app(model, n_slots=args.parallel, n_ctx=args.ctx_size or None, n_threads=args.threads,
                      api_key=api_key, model_id=model_id, aliases=aliases)

@@ -1,5 +1,6 @@
 """GPT-2 in numpy, float64 throughout: the test oracle for logits and greedy text (picoGPT's structure).
-Reads a HF GPT-2 folder (config.json + model.safetensors) and computes full-sequence logits without a KV cache.
+Reads a HF GPT-2 folder (config.json + model.safetensors), or a GGUF file dequantized to float64 (Gpt2GgufOracle),
+and computes full-sequence logits without a KV cache.
 Deliberately slow and simple: no cache, no batching, no sampling beyond argmax, no tokenizer.
 """
 import json
@@ -135,3 +136,46 @@ class Gpt2Oracle:
             next_id = int(np.argmax(self.logits(ids + out)[-1]))
             out.append(next_id)
         return out
+
+
+def load_gguf_params(path):
+    """(params, n_head, eps) from a GPT-2 GGUF file: every tensor dequantized to float64 by gguf's numpy code (the
+    exact model the file holds), in gpt2_forward's layout (GGUF matrices are [n_out, n_in]; Conv1D is [n_in, n_out])."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    r = GGUFReader(str(path))
+    meta = {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+    if meta["general.architecture"] != "gpt2":
+        raise ValueError(f"{path}: load_gguf_params reads gpt2 files, not {meta['general.architecture']}")
+    w = {}
+    for t in r.tensors:
+        shape = tuple(int(d) for d in reversed(list(t.shape)))  # numpy order: (n_rows, n_cols)
+        raw = np.asarray(t.data)
+        vals = raw if t.tensor_type.name in ("F32", "F16") else dequantize(raw, t.tensor_type)
+        w[t.name] = np.asarray(vals, dtype=np.float64).reshape(shape)
+
+    def ln(p):
+        return {"g": w[f"{p}.weight"], "b": w[f"{p}.bias"]}
+
+    def lin(p):
+        return {"w": w[f"{p}.weight"].T, "b": w[f"{p}.bias"]}  # [n_out, n_in] -> [n_in, n_out]
+
+    params = {
+        "wte": w["token_embd.weight"], "wpe": w["position_embd.weight"],
+        "lm_head": w.get("output.weight", w["token_embd.weight"]), "ln_f": ln("output_norm"),
+        "blocks": [{"ln_1": ln(f"blk.{i}.attn_norm"),
+                    "attn": {"c_attn": lin(f"blk.{i}.attn_qkv"), "c_proj": lin(f"blk.{i}.attn_output")},
+                    "ln_2": ln(f"blk.{i}.ffn_norm"),
+                    "mlp": {"c_fc": lin(f"blk.{i}.ffn_up"), "c_proj": lin(f"blk.{i}.ffn_down")}}
+                   for i in range(int(meta["gpt2.block_count"]))],
+    }
+    return params, int(meta["gpt2.attention.head_count"]), float(meta["gpt2.attention.layer_norm_epsilon"])
+
+
+class Gpt2GgufOracle(Gpt2Oracle):
+    """Gpt2Oracle over a GGUF file's weights dequantized to float64: Gpt2GgufOracle("gpt2-q8_0.gguf").logits(ids)."""
+
+    def __init__(self, path):
+        self.params, self.n_head, self.eps = load_gguf_params(path)
+        self.hparams = {"n_head": self.n_head}
