@@ -261,12 +261,13 @@ def mean_kld(ref_logits, logits) -> float:
 
 # --- the real Gemma 3 270M Q4_K_M file vs llama.cpp (tests/test_gemma3_gguf.py) -----------------------------------
 # Both engines quantize activations the same way (q8_0 blocks for Q5_0/Q8_0 weights, Q8_K for the K-quants) but
-# differ in GELU (llama.cpp: an fp16 lookup table), exp and summation order. Measured: top-1 agreement 1.0 on
-# positions 0..63 and 500..559; max|Δ| / max|logit| 0.104 on the first (at position 5) and 0.065 on the second;
-# 0.051 over 170 positions of another text. The two engines' KLD to the exact f32-activation model there: 1.28e-3
-# (pyinfer), 1.20e-3 (llama.cpp): neither is the other's reference, so the bound is 1.5x the largest figure.
-GEMMA3_LLAMA_CPP_TOP1 = 0.95
-GEMMA3_LLAMA_CPP_REL = 0.16
+# differ in GELU (llama.cpp: an fp16 lookup table), exp and summation order. Measured with the AVX-512 kernels:
+# top-1 agreement 1.0 on positions 0..63 and 500..559, max|Δ| / max|logit| 0.104 on the first (at position 5) and
+# 0.065 on the second; with PYINFER_ISA=ref (libm expf/tanhf instead of the vector polynomials): top-1 0.969 (2 of
+# 64 positions) and 0.176 on positions 0..63. The two engines' KLD to the exact f32-activation model: 1.28e-3
+# (pyinfer), 1.20e-3 (llama.cpp): neither is the other's reference, so the bounds leave ~1.4x / 3 positions margin.
+GEMMA3_LLAMA_CPP_TOP1 = 0.9
+GEMMA3_LLAMA_CPP_REL = 0.25
 
 
 # ---------------------------------------------------------------------------------------------------------------------
