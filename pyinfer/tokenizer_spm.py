@@ -9,7 +9,7 @@ import operator
 
 import numpy as np
 
-from .tokenizer import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_USER_DEFINED, \
+from .tokenizer import TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_USER_DEFINED, BPETokenizer, \
     _check_id, _fix_surrogates, gguf_special_tokens
 
 TOKEN_TYPE_BYTE = 6         # GGUF token type of the <0xXX> byte-fallback tokens
@@ -256,19 +256,4 @@ def _split_literals(text, groups) -> list:
     if not cands:
         return [text] if text else []
     cands.sort()
-    frags = [text]
-    for _, content, i in cands:
-        if content not in text:
-            continue
-        out = []
-        for f in frags:
-            if isinstance(f, int) or content not in f:
-                out.append(f)
-                continue
-            parts = f.split(content)
-            out.append(parts[0])
-            for p in parts[1:]:
-                out.append(i)
-                out.append(p)
-        frags = [f for f in out if f != ""]
-    return frags
+    return BPETokenizer._split_literals(text, [(content, i) for _, content, i in cands])

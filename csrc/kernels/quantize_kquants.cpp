@@ -19,6 +19,17 @@ inline int imax(int a, int b) { return a > b ? a : b; }
 inline int imin(int a, int b) { return a < b ? a : b; }
 inline int clampi(int v, int lo, int hi) { return imax(lo, imin(hi, v)); }
 
+// the value of largest magnitude in x (n), sign kept; the first one on ties; 0 for an all-zero (or NaN) x
+inline float max_by_magnitude(const float* x, int n) {
+    float max = 0.0f, amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    return max;
+}
+
 // round-half-even(v) for |v| < 2^22: adding 1.5 * 2^23 leaves round(v) + 2^22 in the low 23 mantissa bits
 inline int nearest_int(float v) {
     const float biased = v + 12582912.0f;
@@ -100,15 +111,8 @@ float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* L,
 // largest magnitude, then 18 grids of nmax +- 0.1 k steps, each refined by least squares; the best kept.
 // ggml's make_qx_quants with rmse_type 1 and no importance weights (the only use: Q6_K).
 float fit_scale_sym(int n, int nmax, const float* x, int8_t* L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
+    const float max = max_by_magnitude(x, n);
+    if (fabsf(max) < GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.0f;
     }
@@ -146,15 +150,8 @@ float fit_scale_sym(int n, int nmax, const float* x, int8_t* L) {
 // L[i] to the value that the least-squares scale of the others asks for, when that lowers the weighted error
 // (weights x^2). L (n) out in [0, 2 nmax). ggml's make_q3_quants with do_rmse.
 float fit_scale_q3(int n, int nmax, const float* x, int8_t* L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
+    const float max = max_by_magnitude(x, n);
+    if (fabsf(max) < GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++) L[i] = 0;
         return 0.0f;
     }
@@ -272,13 +269,7 @@ void pack_2bit(uint8_t* qs, const uint8_t* L) {
 
 void quantize_q5_0_ref(block_q5_0* y, const float* x, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, x += QK) {
-        float amax = 0.0f, max = 0.0f;  // the value of largest magnitude, sign kept (first one on ties)
-        for (int i = 0; i < QK; i++)
-            if (amax < fabsf(x[i])) {
-                amax = fabsf(x[i]);
-                max = x[i];
-            }
-        const float d = max / -16;
+        const float d = max_by_magnitude(x, QK) / -16;
         const float id = d ? 1.0f / d : 0.0f;
         y[b].d = fp32_to_fp16(d);
         uint32_t qh = 0;
