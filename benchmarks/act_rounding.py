@@ -4,7 +4,7 @@ ggml's q8_0/q8_1 (32 values, fp16 scale), qK = ggml's Q8_K (256 values, f32 scal
 Prints the mean KLD to the exact oracle over the second half of one window.  Not a test.
 
     python benchmarks/act_rounding.py MODEL.gguf 128 q32/qK/q16          # one scheme for every matmul
-    python benchmarks/act_rounding.py MODEL.gguf 128 file:qK/file:q32    # scheme for the K-quant tensors, q32 else
+    python benchmarks/act_rounding.py MODEL.gguf 128 qK,q32/q16,q16      # K-quant tensors' scheme, the others'
 """
 import sys
 from pathlib import Path
@@ -55,12 +55,7 @@ from gguf import GGUFReader
 ktypes = {t.name for t in GGUFReader(path).tensors if t.tensor_type.name.endswith("_K")}
 F = {"q32": q32, "qK": qK, "q16": q16}
 for s in schemes:
-    if s.startswith("file:"):  # file:A,B -> A for the K-quant tensors (Q8_K in pyinfer/llama.cpp), q32 for the rest
-        fk = F[s.split(":")[1]]
-        o.w = {k: (QW(v, fk if k in ktypes else q32) if (v.ndim == 2 and k != "token_embd.weight") else v)
-               for k, v in raw.items()}
-        print(s, "on", len(ktypes), "K tensors", end=": ")
-    else:
-        f = F[s]
-        o.w = {k: (QW(v, f) if (v.ndim == 2 and k != "token_embd.weight") else v) for k, v in raw.items()}
+    fk, fr = (F[p] for p in s.split(",")) if "," in s else (F[s], F[s])  # K-quant tensors, the rest
+    o.w = {k: (QW(v, fk if k in ktypes else fr) if (v.ndim == 2 and k != "token_embd.weight") else v)
+           for k, v in raw.items()}
     print(f"emulated {s}: mean KLD %.4e" % kld(exact[first:], o.logits(ids)[first:]).mean(), flush=True)
