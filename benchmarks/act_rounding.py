@@ -55,7 +55,8 @@ from gguf import GGUFReader
 ktypes = {t.name for t in GGUFReader(path).tensors if t.tensor_type.name.endswith("_K")}
 F = {"q32": q32, "qK": qK, "q16": q16}
 for s in schemes:
-    fk, fr = (F[p] for p in s.split(",")) if "," in s else (F[s], F[s])  # K-quant tensors, the rest
+    parts = s.split(",")
+    fk, fr = F[parts[0]], F[parts[-1]]  # the K-quant tensors' scheme, the others' (one name: both)
     o.w = {k: (QW(v, fk if k in ktypes else fr) if (v.ndim == 2 and k != "token_embd.weight") else v)
            for k, v in raw.items()}
     print(f"emulated {s}: mean KLD %.4e" % kld(exact[first:], o.logits(ids)[first:]).mean(), flush=True)
