@@ -1,7 +1,9 @@
 // Block formats, bit-compatible with ggml's (ggml-common.h): 32-weight blocks with an fp16 scale (and min), and
 // 256-weight K-quant super-blocks with packed sub-block scales.  Plus the activation blocks (never stored in files):
-// block_q8a (32 values) for the 32-blocks and block_q8_K (256 values) for the K-quants, so that every weight type's
-// dot product runs in integer arithmetic.  Their rounding follows ggml's x86 activation quantizers.
+// block_q8a (32 values) for the 32-blocks and block_q8_K16 (256 values) for the K-quants, so that every weight
+// type's dot product runs in integer arithmetic.  Both round activations to 8 bits with one f32 scale per 16 values
+// (ggml's use one fp16 scale per 32, and one per 256 for the K-quants: finer scales bring pyinfer's default path
+// closer to the exact model of the file, benchmarks/fidelity.py).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -99,19 +101,26 @@ static_assert(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K mu
 
 #pragma pack(pop)
 
-struct block_q8_K {   // activations for the K-quants (ggml's layout): x[i] ~= d * qs[i]; bsums: sums of 16 qs
-    float d;
-    int8_t qs[QK_K];
-    int16_t bsums[QK_K / 16];
-};
-static_assert(sizeof(block_q8_K) == 4 + QK_K + QK_K / 16 * 2, "block_q8_K must match ggml's layout (292 bytes)");
-
-struct block_q8a {    // activations: x[i] ~= d * qs[i]; s = d * sum(qs) for q4_1's offset term
-    float d;          // fp16-representable: amax / 127 rounded to fp16
-    float s;          // fp16-representable
-    int32_t sum;      // sum(qs), exact: q4_0's "- 8" applied to the integer dot product
+// Activation rounding, per group of 16 values: amax = max |x|, q = round-half-even(x * (127 / amax)), d = amax / 127
+// (f32, not rounded further); an all-zero group has d = 0, q = 0.
+struct block_q8a {    // activations for the 32-blocks: x[i] ~= d[i / 16] * qs[i]
+    float d[2];       // the scales of elements 0..15 and 16..31
+    float s;          // d[0] * sum[0] + d[1] * sum[1] (f32): q4_1's / q5_1's min term
+    int32_t sum[2];   // sum of qs over each half, exact: q4_0's "- 8" applied to the integer dot products
     int8_t qs[QK];
 };
-static_assert(sizeof(block_q8a) == 12 + QK, "block_q8a is 44 bytes");
+static_assert(sizeof(block_q8a) == 20 + QK, "block_q8a is 52 bytes");
+
+// The K-quant kernels sum each 32 activations' products as 8 int32 lanes (lanes 0..3: the first 16, 4..7: the next
+// 16) and reduce 4 such chunks to one vector [c0 c1 c2 c3 | c0' c1' c2' c3'] (unprimed: first halves): so a
+// super-block's 16 groups come out in "lane order", lane l of two vectors holding group k_group(l) (l = 0..15).
+// block_q8_K16 stores its scales and group sums in that order, ready for vector loads.
+constexpr int k_group(int lane) { return 8 * (lane / 8) + 2 * (lane % 4) + (lane % 8) / 4; }
+struct block_q8_K16 {  // activations for the K-quants: x[i] ~= (scale of group i / 16) * qs[i]
+    float d[QK_K / 16];        // d[l] = the scale of group k_group(l)
+    int16_t bsums[QK_K / 16];  // bsums[l] = the sum of group k_group(l)'s qs
+    int8_t qs[QK_K];
+};
+static_assert(sizeof(block_q8_K16) == 4 * 16 + 2 * 16 + QK_K, "block_q8_K16 is 352 bytes");
 
 }  // namespace pyinfer

@@ -88,8 +88,8 @@ class Model:
                  activations: str | None = None, kv_type: str | None = None,
                  chat_template_builtin: bool = False):
         if activations not in (None, "int8", "f32"):
-            raise ValueError(f"activations must be 'int8' (the default: quantized weights meet 8-bit activation "
-                             f"blocks, as llama.cpp does) or 'f32' (exact), got {activations!r}")
+            raise ValueError(f"activations must be 'int8' (the default: quantized weights meet activations rounded "
+                             f"to 8 bits) or 'f32' (exact), got {activations!r}")
         self.activations = activations or "int8"
         self.kv_type = check_kv_type(kv_type)  # the KV cache's element type: "f16" (default) or "f32"
         self.arch = arch
@@ -354,9 +354,9 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
 
     dtype: None keeps weights as stored (GGUF block-quantized matrices stay quantized); "f16" converts matrices
     to float16 at load; "f32" to float32 (both dequantize block formats).
-    activations: "int8" (default) quantizes activations to 8-bit blocks for the integer dot products, as llama.cpp
-    does; "f32" keeps them in float32 and dequantizes each weight row on the fly: the exact model of the file
-    (slower, the weights stay as stored).
+    activations: "int8" (default) rounds activations to 8 bits (one f32 scale per 16 values; llama.cpp uses one per
+    32, or 256 for K-quant weights) for the integer dot products; "f32" keeps them in float32 and dequantizes each
+    weight row on the fly: the exact model of the file (slower, the weights stay as stored).
     kv_type: the KV cache's element type, "f16" (default, half the memory, as llama.cpp) or "f32".
     """
     from . import gguf_file, hf_checkpoint

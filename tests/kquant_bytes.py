@@ -1,5 +1,5 @@
 """Test helpers for block types the gguf package cannot quantize to (the K-quants): random but valid raw bytes, and
-a numpy twin of ggml's quantize_row_q8_K_ref (the K-quant matmul's activation rounding). Not a test module.
+a numpy twin of the matmul kernels' activation rounding (8 bits, one f32 scale per 16 values). Not a test module.
 """
 import numpy as np
 from gguf import GGML_QUANT_SIZES
@@ -21,17 +21,21 @@ def random_blocks(qtype, n_rows, n_cols, rng, scale=0.01):
     return raw.reshape(n_rows, -1)
 
 
-def q8k_oracle(x):
-    """ggml's quantize_row_q8_K_ref in numpy: per 256 values, max = the value of largest magnitude (first on ties),
-    iscale = -127 / max, q = min(127, round-half-even(iscale * x)), d = 1 / iscale (float32 throughout); an all-zero
-    block is d = 0, q = 0.  Returns (d [T, nb] float64, q [T, nb, 256] int64)."""
+def q16_oracle(x):
+    """The kernels' activation rounding in numpy (quant_blocks.h): per group of 16 values amax = max |x|,
+    q = round-half-even(x * (127 / amax)), d = amax / 127 (float32 throughout); an all-zero group is d = 0, q = 0.
+    Returns (d [T, n / 16] float64, q [T, n / 16, 16] int64)."""
     T, n = x.shape
-    b = x.reshape(T, n // 256, 256).astype(np.float32)
-    idx = np.abs(b).argmax(-1)
-    mx = np.take_along_axis(b, idx[..., None], -1)[..., 0]
-    zero = mx == 0
+    b = np.asarray(x, np.float32).reshape(T, n // 16, 16)
+    amax = np.abs(b).max(-1)
     with np.errstate(divide="ignore"):
-        iscale = np.where(zero, np.float32(0), np.float32(-127) / np.where(zero, np.float32(1), mx)).astype(np.float32)
-        d = np.where(zero, np.float32(0), np.float32(1) / np.where(zero, np.float32(1), iscale)).astype(np.float32)
-    q = np.minimum(np.rint(b * iscale[..., None]), 127).astype(np.int64)
+        inv = np.where(amax == 0, np.float32(0), np.float32(127) / amax).astype(np.float32)
+    q = np.rint(b * inv[..., None]).astype(np.int64)
+    d = (amax / np.float32(127)).astype(np.float32)
     return d.astype(np.float64), q
+
+
+def dequantized_activations(x):
+    """float64 [T, n]: x as the kernels see it after rounding (q16_oracle's d * q)."""
+    d, q = q16_oracle(x)
+    return (q * d[..., None]).reshape(x.shape)

@@ -2,7 +2,7 @@
 tests/reference/llama_numpy.py runs a GGUF's weights dequantized to float64 with float64 activations (checked
 against HF transformers on f32 files); pyinfer's activations="f32" mode (weights dequantized per row on the fly,
 activations never rounded to 8 bits) must equal it within EXACT_VS_ORACLE for every weight type; the default path
-(8-bit activation blocks, as llama.cpp) must stay within DEFAULT_VS_EXACT_KLD of it. Random Gemma 3 and Qwen 3
+(8-bit activations, one f32 scale per 16 values) must stay within DEFAULT_VS_EXACT_KLD of it. Random Gemma 3 and Qwen 3
 checkpoints (n_embd 256, so the K-quants apply) go through llama.cpp's converter and `pyinfer quantize`.
 """
 import numpy as np

@@ -1,7 +1,7 @@
 """K-quant (Q2_K..Q6_K) kernels, and the 32-weight Q5_0/Q5_1 on the same random-byte and real-file blocks: row
 dequantization equal to the gguf package's numpy code (np.array_equal), matmul bit-identical to the scalar twin on
 every ISA this machine runs, for every tile shape, batch and thread count, and close to a numpy oracle that rounds
-the activations as ggml's quantize_row_q8_K_ref and sums in float64.
+the activations as the kernels do (8 bits, one f32 scale per 16 values) and sums in float64.
 """
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 import pyinfer
-from kquant_bytes import q8k_oracle, random_blocks
+from kquant_bytes import dequantized_activations, random_blocks
 from pyinfer import _ext
 from test_kernels import misaligned
 from tolerances import KQUANT_VS_ORACLE, QUANT_ACT_VS_F32, assert_close
@@ -32,11 +32,9 @@ def test_dequantize_random_blocks_equals_gguf(isa, name):
         assert np.array_equal(K.get_row(isa, (misaligned(raw, 3), int(qtype), n_cols), n_rows - 1), want[-1])
 
 
-def q8k_matmul_oracle(x, raw, qtype):
+def kquant_matmul_oracle(x, raw, qtype):
     """float64 (d_x q_x) . w^T with w = gguf's dequantization: what the kernels compute up to f32 rounding."""
-    d, q = q8k_oracle(x)
-    xq = (q * d[..., None]).reshape(x.shape)
-    return xq @ dequantize(raw, qtype).astype(np.float64).T
+    return dequantized_activations(x) @ dequantize(raw, qtype).astype(np.float64).T
 
 
 # (T, N, K): decode (T = 1) and prefill, 4-row tiles and 1-3 leftover rows, one super-block up to many
@@ -52,11 +50,12 @@ def test_kquant_matmul_vs_scalar_twin_and_oracle(isa, name):
     for T, N, n_cols in SHAPES:
         x = rng.standard_normal((T, n_cols)).astype(np.float32)
         x[0, :256] *= 0 if T > 1 else 1  # an all-zero activation super-block (d = 0) in prefill
+        x[-1, 16:32] = 0  # and an all-zero group of 16
         raw = random_blocks(qtype, N, n_cols, rng)
         b = rng.standard_normal(N).astype(np.float32)
         out = K.matmul(isa, x, (raw, int(qtype), n_cols), b)
         assert np.array_equal(out, K.matmul("ref", x, (raw, int(qtype), n_cols), b)), f"{isa} {name} {T}x{N}x{n_cols}"
-        assert_close(out, q8k_matmul_oracle(x, raw, qtype) + b, KQUANT_VS_ORACLE, f"{isa} {name} T={T} N={N} vs oracle")
+        assert_close(out, kquant_matmul_oracle(x, raw, qtype) + b, KQUANT_VS_ORACLE, f"{isa} {name} T={T} N={N} vs oracle")
         # misaligned views give the same bits
         assert np.array_equal(K.matmul(isa, misaligned(x), (misaligned(raw, 5), int(qtype), n_cols), b), out)
 
@@ -108,7 +107,7 @@ def test_real_gemma_blocks(gemma_tensors, qtype):
         assert np.array_equal(K.matmul(isa, x[1:2].copy(), (raw, int(qtype), n_cols)), ref[1:2]), "decode vs prefill"
         assert_close(out, f32, QUANT_ACT_VS_F32, f"{isa} {t.name} ({qtype.name}) vs dequantized f32 matmul")
     if qtype in KTYPES.values():
-        assert_close(ref, q8k_matmul_oracle(x, raw, qtype), KQUANT_VS_ORACLE, f"{t.name} vs oracle")
+        assert_close(ref, kquant_matmul_oracle(x, raw, qtype), KQUANT_VS_ORACLE, f"{t.name} vs oracle")
 
 
 def test_kquant_rows_must_be_whole_super_blocks():
@@ -130,18 +129,25 @@ def test_quantize_refuses_or_roundtrips(name):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_activation_rounding_is_ggmls(isa):
-    """Activations on rounding midpoints: a super-block whose value of largest magnitude is -127 gets iscale = 1, so
-    q = round(x) exactly at the .5 ties; ggml's nearest_int rounds them half to even (a half-away-from-zero rule
-    would move every tie and the result by ~1e-2, measured 1.4e-2 for q4_K).  The max's sign matters too (iscale =
-    -127 / max)."""
+def test_activation_rounding_ties_and_groups(isa):
+    """Activations on rounding midpoints: a group of 16 whose largest magnitude is 127 gets the scale 1, so q =
+    round(x) exactly at the .5 ties; they round half to even (half away from zero would move every tie and the
+    result by ~1e-2).  Each group of 16 has its own scale: a group of tiny values next to a group with a large one
+    keeps its precision (one scale per 256, as ggml's Q8_K, would round the tiny ones to 0)."""
     rng = np.random.default_rng(5)
-    x = np.zeros((2, 512), np.float32)
+    x = np.zeros((3, 512), np.float32)
     x[0, :256] = rng.integers(-126, 126, 256) + 0.5
-    x[0, 7] = -127.0
-    x[1, :256] = -x[0, :256]  # max = +127: iscale = -1
-    x[:, 256:] = rng.standard_normal((2, 256)).astype(np.float32)
+    x[0, ::16] = np.where(np.arange(32) % 2 == 0, -127.0, 127.0)  # every group's largest magnitude: 127
+    x[1, :256] = -x[0, :256]
+    x[:2, 256:] = rng.standard_normal((2, 256)).astype(np.float32)
+    # values below half a step of a 256-wide scale set by 1.0 (3e-3 < 0.5 / 127), beside one 1.0 per 256: per-16
+    # scales keep them (error ~1e-4 here), one scale per 256 would round them all to 0 (error ~5e-2 of the result)
+    x[2] = np.clip(rng.standard_normal(512), -1, 1).astype(np.float32) * 3e-3
+    x[2, 0:16] = x[2, 256:272] = 0.0
+    x[2, ::256] = 1.0  # alone in its group
     for qtype in KTYPES.values():
         raw = random_blocks(qtype, 12, 512, rng)
         out = K.matmul(isa, x, (raw, int(qtype), 512))
-        assert_close(out, q8k_matmul_oracle(x, raw, qtype), KQUANT_VS_ORACLE, f"{isa} {qtype.name} on ties")
+        assert_close(out, kquant_matmul_oracle(x, raw, qtype), KQUANT_VS_ORACLE, f"{isa} {qtype.name} on ties")
+        exact = x.astype(np.float64) @ dequantize(raw, qtype).astype(np.float64).T
+        assert_close(out[2], exact[2], QUANT_ACT_VS_F32, f"{isa} {qtype.name}: per-16 scales")

@@ -8,6 +8,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
 import pyinfer
+from kquant_bytes import dequantized_activations, q16_oracle
 from pyinfer import _ext
 from tolerances import KERNEL_F32, QUANT_ACT_VS_F32, assert_close
 
@@ -65,24 +66,22 @@ def test_block_sizes_and_bad_rows():
 
 
 def q8a_oracle(x):
-    """The activation quantization the kernels perform (ggml's x86 q8_0/q8_1 rule), in numpy:
-    (d [T, nb] as stored, s [T, nb] = fp16(d * sum q), q [T, nb, 32] int)."""
+    """The activation blocks the kernels make (block_q8a: 32 values, one f32 scale per 16), in numpy:
+    (d [T, nb, 2], s [T, nb] = d0 * sum0 + d1 * sum1 in float32, q [T, nb, 32] int)."""
     T, n = x.shape
-    b = x.reshape(T, n // 32, 32)
-    amax = np.abs(b).max(-1)
-    with np.errstate(divide="ignore"):
-        inv = np.where(amax == 0, np.float32(0), np.float32(127) / amax).astype(np.float32)
-    q = np.rint(b * inv[..., None]).astype(np.int64)  # round half to even
-    d = (amax / np.float32(127)).astype(np.float32)
-    s = (d * q.sum(-1).astype(np.float32)).astype(np.float16).astype(np.float64)
-    return d.astype(np.float16).astype(np.float64), s, q
+    d, q = q16_oracle(x)  # [T, n / 16], [T, n / 16, 16]
+    d = d.reshape(T, n // 32, 2)
+    sums = q.sum(-1).reshape(T, n // 32, 2).astype(np.float32)
+    d32 = d.astype(np.float32)
+    s = (d32[..., 0] * sums[..., 0] + d32[..., 1] * sums[..., 1]).astype(np.float32).astype(np.float64)
+    return d, s, q.reshape(T, n // 32, 32)
 
 
 def quant_matmul_oracle(x, raw, qtype):
     """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding).
-    q4_1's / q5_1's offset term uses the stored s = fp16(d * sum q), as ggml does."""
-    d_x, s_x, q_x = q8a_oracle(x)  # [T, nb], [T, nb], [T, nb, 32]
-    T, nb = d_x.shape
+    q4_1's / q5_1's offset term uses the stored s = d0 * sum0 + d1 * sum1 (float32)."""
+    d_x, s_x, q_x = q8a_oracle(x)  # [T, nb, 2], [T, nb], [T, nb, 32]
+    T, nb = s_x.shape
     if qtype in (Q.Q4_1, Q.Q5_1):
         blocks = raw.reshape(raw.shape[0], nb, -1)
         dw = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)  # [N, nb]
@@ -90,13 +89,12 @@ def quant_matmul_oracle(x, raw, qtype):
         unit = blocks.copy()  # the same blocks with d = 1, m = 0: gguf's dequantize gives the integer q
         unit[..., 0:2] = np.array([1.0], np.float16).view(np.uint8)
         unit[..., 2:4] = 0
-        qw = dequantize(unit.reshape(raw.shape), qtype).reshape(raw.shape[0], nb, 32).astype(np.int64)  # [N, nb, 32]
-        isum = np.einsum("tbi,nbi->tnb", q_x, qw)  # exact integers
-        return (np.einsum("tb,nb,tnb->tn", d_x, dw, isum.astype(np.float64))
+        qw = dequantize(unit.reshape(raw.shape), qtype).reshape(raw.shape[0], nb, 2, 16).astype(np.int64)
+        isum = np.einsum("tbhi,nbhi->tnbh", q_x.reshape(T, nb, 2, 16), qw)  # exact integers per half
+        return (np.einsum("tbh,nb,tnbh->tn", d_x, dw, isum.astype(np.float64))
                 + np.einsum("tb,nb->tn", s_x, mw))
     wd = dequantize(raw, qtype).astype(np.float64)  # d_w * q_w exactly
-    xq = q_x * d_x[..., None]
-    return xq.reshape(x.shape) @ wd.T
+    return dequantized_activations(x) @ wd.T
 
 
 @pytest.mark.parametrize("isa", ISAS)
