@@ -151,3 +151,26 @@ def test_activation_rounding_ties_and_groups(isa):
         assert_close(out, kquant_matmul_oracle(x, raw, qtype), KQUANT_VS_ORACLE, f"{isa} {qtype.name} on ties")
         exact = x.astype(np.float64) @ dequantize(raw, qtype).astype(np.float64).T
         assert_close(out[2], exact[2], QUANT_ACT_VS_F32, f"{isa} {qtype.name}: per-16 scales")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_matmul_equals_separate_matmuls(isa):
+    """matmul_multi (q/k/v and gate/up in one parallel region, the input rounded once for every weight type that needs
+    it) gives each weight exactly the separate matmul's result, for any mix of types, batch and thread count."""
+    rng = np.random.default_rng(7)
+    n_cols = 512
+    mixes = ((Q.Q4_K, Q.Q8_0, Q.Q6_K), (Q.Q5_0, Q.Q2_K), (Q.Q3_K,), (Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q5_0))
+    for types in mixes:
+        ws = [(random_blocks(q, int(rng.integers(1, 70)), n_cols, rng), int(q), n_cols) for q in types]
+        ws.append(rng.standard_normal((13, n_cols)).astype(np.float32)) if len(ws) < 4 else None
+        for T in (1, 5, 9):
+            x = rng.standard_normal((T, n_cols)).astype(np.float32)
+            for threads in (1, 2):
+                outs = K.matmul_multi(isa, x, ws, n_threads=threads)
+                assert len(outs) == len(ws)
+                for i, (w, out) in enumerate(zip(ws, outs)):
+                    assert np.array_equal(out, K.matmul(isa, x, w)), f"{isa} {types} T={T} weight {i}"
+    with pytest.raises(ValueError, match="columns"):
+        K.matmul_multi(isa, x, [ws[0], rng.standard_normal((3, 256)).astype(np.float32)])
+    with pytest.raises(ValueError, match="1 to 4"):
+        K.matmul_multi(isa, x, [ws[0]] * 5)

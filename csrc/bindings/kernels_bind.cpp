@@ -5,6 +5,7 @@
 
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <chrono>
 #include <cstring>
@@ -43,6 +44,42 @@ static py::array_t<float> matmul_py(const std::string& isa, const py::array& x, 
         if (T > 0 && t.n_rows > 0) K.matmul(o, xp, t, b, T, scratch.data());
     }
     return out;
+}
+
+// matmul_multi: x (T, K) times every weight in ws (each as matmul's w, all with K columns) in one fused call
+static py::list matmul_multi_py(const std::string& isa, const py::array& x, const py::list& ws, int n_threads) {
+    const Kernels& K = kernels_named(isa);
+    checked<float>(x, "x", 2);
+    check_arg(ws.size() >= 1 && ws.size() <= (size_t)PI_MAX_JOBS,
+              "ws must hold 1 to " + std::to_string(PI_MAX_JOBS) + " weights");
+    const int64_t T = x.shape(0);
+    std::vector<Tensor> ts;
+    size_t scratch_bytes = 0;
+    for (size_t i = 0; i < ws.size(); i++) {
+        ts.push_back(tensor_from_object(ws[i], "ws[" + std::to_string(i) + "]"));
+        check_arg(ts.back().n_cols == x.shape(1), "ws[" + std::to_string(i) + "] has " +
+                                                      std::to_string(ts.back().n_cols) + " columns but x has " +
+                                                      std::to_string(x.shape(1)));
+        check_arg(ts.back().n_rows > 0, "ws[" + std::to_string(i) + "] has no rows");
+        scratch_bytes = std::max(scratch_bytes, matmul_scratch_bytes(ts.back(), T));
+    }
+    py::list outs;
+    std::vector<MatmulJob> jobs;
+    for (const Tensor& t : ts) {
+        py::array_t<float> o({(py::ssize_t)T, (py::ssize_t)t.n_rows});
+        jobs.push_back({o.mutable_data(), &t, nullptr});
+        outs.append(o);
+    }
+    std::vector<uint8_t> scratch(scratch_bytes);
+    const float* xp = static_cast<const float*>(x.data());
+    {
+        py::gil_scoped_release nogil;
+#if defined(_OPENMP)
+        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
+#endif
+        if (T > 0) K.matmul_multi(jobs.data(), (int)jobs.size(), xp, T, scratch.data());
+    }
+    return outs;
 }
 
 static py::array_t<float> get_row_py(const std::string& isa, const py::object& w, int64_t row) {
@@ -345,6 +382,7 @@ void register_kernels(py::module_& m) {
     k.def("matmul", &matmul_py, py::arg("isa"), py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
           py::arg("n_threads") = 1,
           "x (T, K) float32, w (N, K) float32|float16 or (raw uint8, ggml type, K) -> x @ w.T + bias, (T, N)");
+    k.def("matmul_multi", &matmul_multi_py, py::arg("isa"), py::arg("x"), py::arg("ws"), py::arg("n_threads") = 1);
     k.def("quantize", &quantize_py, py::arg("isa"), py::arg("x"), py::arg("type"),
           "rows of x (float32) -> raw bytes in a ggml block type, bit-identical to ggml's reference quantizers");
     k.def("dequantize", &dequantize_py, py::arg("isa"), py::arg("raw"), py::arg("type"), py::arg("n_cols"));

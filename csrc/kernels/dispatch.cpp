@@ -27,9 +27,9 @@ const Kernels* kernels_for(Isa isa) {
 
 size_t matmul_scratch_bytes(const Tensor& w, int64_t T) {
     if (!dtype_is_quantized(w.dtype)) return 0;
-    if (dtype_block_size(w.dtype) == QK_K)  // K-quants: block_q8_K16 activations
-        return (size_t)T * (size_t)(w.n_cols / QK_K) * sizeof(block_q8_K16);
-    return (size_t)T * (size_t)(w.n_cols / QK) * sizeof(block_q8a);
+    // block_q8a rows (32-block weights), then block_q8_K16 rows (K-quants) where K allows them
+    const size_t a = (size_t)T * (size_t)(w.n_cols / QK) * sizeof(block_q8a);
+    return a + (w.n_cols % QK_K == 0 ? (size_t)T * (size_t)(w.n_cols / QK_K) * sizeof(block_q8_K16) : 0);
 }
 
 size_t matmul_exact_scratch_bytes(const Tensor& w, int n_threads) {

@@ -12,12 +12,24 @@
 
 namespace pyinfer {
 
+// One product of a fused matmul call (Kernels::matmul_multi): out (T, w->n_rows) = x (T, w->n_cols) . w^T (+ bias)
+struct MatmulJob {
+    float* out;
+    const Tensor* w;
+    const float* bias;  // (w->n_rows) or nullptr
+};
+constexpr int PI_MAX_JOBS = 4;
+
 struct Kernels {
     Isa isa;
     // [omp] out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).  out (T, N), x (T, K), w (N, K) rows of `w.dtype`,
     // bias (N) or nullptr.  Each out element is the same dot product whatever T is (decode == prefill).
     // Quantized weights: x is first quantized to 8-bit blocks in `scratch` (matmul_scratch_bytes(w, T) bytes).
     void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
+    // [omp] matmul of one input x (T, K) by up to PI_MAX_JOBS weights (all K columns, any types: q, k, v; gate, up)
+    // in one parallel region: x is rounded once for all of them and their rows are split among the threads as one
+    // list.  Each output equals matmul's.  scratch: the largest matmul_scratch_bytes of the jobs' weights.
+    void (*matmul_multi)(const MatmulJob* jobs, int n_jobs, const float* x, int64_t T, void* scratch);
     // [omp] matmul with the activations kept in f32 (the exact model of a quantized file): each weight row is
     // dequantized (get_row) into `scratch` (n_threads * K floats, matmul_exact_scratch_bytes) and dotted with every
     // token in f32.  Float weights: matmul.  Every out element is one dot product: thread- and T-invariant.
@@ -67,7 +79,8 @@ struct Kernels {
     double (*int8_peak)(int64_t n_iter);
 };
 
-// Scratch bytes matmul needs for weight w and T activation rows (0 for float weights).
+// Scratch bytes matmul needs for weight w and T activation rows (0 for float weights; room for both activation formats,
+// block_q8a then block_q8_K16, so that one buffer serves every matmul_multi over the same input).
 size_t matmul_scratch_bytes(const Tensor& w, int64_t T);
 // Scratch bytes matmul_exact needs for weight w with n_threads threads.
 size_t matmul_exact_scratch_bytes(const Tensor& w, int n_threads);

@@ -34,9 +34,9 @@ void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
         float* v_new = kv_dst(1, l);
         // attention block
         K.rmsnorm(h, x, L.attn_norm, T, C, eps);          // (T, C)
-        matmul(q, h, L.attn_q, nullptr, T);          // (T, C) -> (T, H hd)
-        matmul(k_new, h, L.attn_k, nullptr, T);      // (T, C) -> (T, Hkv hd)
-        matmul(v_new, h, L.attn_v, nullptr, T);      // (T, C) -> (T, Hkv hd)
+        matmul_shared(h, T, {{q, &L.attn_q, nullptr},         // (T, C) -> (T, H hd)
+                             {k_new, &L.attn_k, nullptr},     // (T, C) -> (T, Hkv hd)
+                             {v_new, &L.attn_v, nullptr}});   // (T, C) -> (T, Hkv hd)
         K.rmsnorm(q, q, L.attn_q_norm, T * H, hd, eps);    // per head, in place
         K.rmsnorm(k_new, k_new, L.attn_k_norm, T * Hkv, hd, eps);
         const float* cs = local ? cs_local : cs_global;
@@ -49,8 +49,7 @@ void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
         K.add(x, x, h, T * C);
         // GeGLU MLP block
         K.rmsnorm(h, x, L.ffn_norm, T, C, eps);
-        matmul(g, h, L.ffn_gate, nullptr, T);  // (T, C) -> (T, F)
-        matmul(u, h, L.ffn_up, nullptr, T);    // (T, C) -> (T, F)
+        matmul_shared(h, T, {{g, &L.ffn_gate, nullptr}, {u, &L.ffn_up, nullptr}});  // (T, C) -> (T, F) twice
         K.gelu_mul(g, u, T * F);
         matmul(h, g, L.ffn_down, nullptr, T);  // (T, F) -> (T, C)
         K.rmsnorm(h, h, L.ffn_post_norm, T, C, eps);

@@ -24,9 +24,9 @@ void Context::forward_llama(const int32_t* tokens, int64_t T) {
         float* v_new = kv_dst(1, l);
         // attention block
         K.rmsnorm(h, x, L.attn_norm, T, C, cfg_.norm_eps);  // (T, C)
-        matmul(q, h, L.attn_q, L.attn_q_b, T);          // (T, C) -> (T, H hd)
-        matmul(k_new, h, L.attn_k, L.attn_k_b, T);      // (T, C) -> (T, Hkv hd)
-        matmul(v_new, h, L.attn_v, L.attn_v_b, T);      // (T, C) -> (T, Hkv hd)
+        matmul_shared(h, T, {{q, &L.attn_q, L.attn_q_b},           // (T, C) -> (T, H hd)
+                             {k_new, &L.attn_k, L.attn_k_b},       // (T, C) -> (T, Hkv hd)
+                             {v_new, &L.attn_v, L.attn_v_b}});     // (T, C) -> (T, Hkv hd)
         if (L.attn_q_norm) K.rmsnorm(q, q, L.attn_q_norm, T * H, hd, cfg_.norm_eps);  // qwen3: per head, in place
         if (L.attn_k_norm) K.rmsnorm(k_new, k_new, L.attn_k_norm, T * Hkv, hd, cfg_.norm_eps);
         K.rope(q, T, H, hd, q_dim, n_rot, cs, cfg_.rope_neox);
@@ -37,8 +37,7 @@ void Context::forward_llama(const int32_t* tokens, int64_t T) {
         K.add(x, x, h, T * C);
         // SwiGLU MLP block
         K.rmsnorm(h, x, L.ffn_norm, T, C, cfg_.norm_eps);
-        matmul(g, h, L.ffn_gate, nullptr, T);  // (T, C) -> (T, F)
-        matmul(u, h, L.ffn_up, nullptr, T);    // (T, C) -> (T, F)
+        matmul_shared(h, T, {{g, &L.ffn_gate, nullptr}, {u, &L.ffn_up, nullptr}});  // (T, C) -> (T, F) twice
         K.silu_mul(g, u, T * F);
         matmul(h, g, L.ffn_down, nullptr, T);  // (T, F) -> (T, C)
         K.add(x, x, h, T * C);

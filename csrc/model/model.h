@@ -2,6 +2,7 @@
 // are the same call.  Knows nothing of files, tokenizers or Python: loaders hand it named 2-D tensor views.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,14 @@ private:
     // out (T, w.n_rows) = x (T, w.n_cols) . w^T (+ bias): the quantized-activation matmul, or the exact one
     void matmul(float* out, const float* x, const Tensor& w, const float* bias, int64_t T) {
         (cfg_.exact ? k_->matmul_exact : k_->matmul)(out, x, w, bias, T, mm_scratch_.data());
+    }
+    // several products of one input x (T, n_cols) in one parallel region (q, k, v; gate, up): each job's out as matmul
+    void matmul_shared(const float* x, int64_t T, std::initializer_list<MatmulJob> jobs) {
+        if (cfg_.exact) {
+            for (const MatmulJob& j : jobs) k_->matmul_exact(j.out, x, *j.w, j.bias, T, mm_scratch_.data());
+            return;
+        }
+        k_->matmul_multi(jobs.begin(), (int)jobs.size(), x, T, mm_scratch_.data());
     }
     void reserve(int64_t n);
 
