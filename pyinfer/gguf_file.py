@@ -7,7 +7,6 @@ tokenizer.py (byte-level BPE) and tokenizer_spm.py (SentencePiece-style).
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,19 @@ class _Corrupt(Exception):
 def _reader_class():
     """GGUFReader subclass, built on first use so that importing pyinfer does not import gguf."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
+    from gguf.gguf_reader import ReaderField
+
+    class StringArrayField(ReaderField):
+        """A metadata array of strings: parts [key length, key, value type, element type, count, the strings' bytes
+        with their length prefixes]; contents() decodes the strings (UnicodeDecodeError on invalid UTF-8)."""
+
+        def contents(self, index_or_slice=slice(None)):
+            from . import _ext
+            if isinstance(index_or_slice, int):
+                i = range(len(self.starts))[index_or_slice]  # IndexError as a list's
+                return _ext.gguf.decode_strings(self.buf, self.starts[i:i + 1], self.lens[i:i + 1])[0]
+            return _ext.gguf.decode_strings(self.buf, np.ascontiguousarray(self.starts[index_or_slice]),
+                                            np.ascontiguousarray(self.lens[index_or_slice]))
 
     class CheckedReader(GGUFReader):
         """GGUFReader whose reads never run past the file (the stock one silently returns short arrays, and a
@@ -97,27 +109,15 @@ def _reader_class():
             except ValueError:
                 raise _Corrupt(f"metadata array at offset {orig_offs} has unknown element type "
                                f"{int(raw_itype[0])}") from None
-            if itype == GGUFValueType.STRING:
-                if n * 8 > size - offs:
-                    raise _Corrupt(f"metadata string array at offset {orig_offs} claims {n} elements, more than "
-                                   "the rest of the file can hold: truncated or corrupt")
-                plain = self._plain()
-                fmt = "<Q" if (self.byte_order == "I") == (np.little_endian) else ">Q"
-                unpack = struct.Struct(fmt).unpack_from
-                parts, idxs = [raw_itype, alen], []
-                for _ in range(n):
-                    if offs + 8 > size:
-                        raise _Corrupt(f"metadata string array at offset {orig_offs} runs past the end of the "
-                                       f"file ({size} bytes): truncated or corrupt")
-                    (slen,) = unpack(plain, offs)
-                    offs += 8
-                    if slen > size - offs:
-                        raise _Corrupt(f"a string of {slen} bytes at offset {offs} runs past the end of the file "
-                                       f"({size} bytes): truncated or corrupt")
-                    idxs.append(len(parts))
-                    parts.append(plain[offs:offs + slen])
-                    offs += slen
-                return offs - orig_offs, parts, idxs, [GGUFValueType.ARRAY, itype]
+            if itype == GGUFValueType.STRING:  # offsets found (and checked) in C++; decoded on contents()
+                from . import _ext
+                try:
+                    starts, lens, end = _ext.gguf.string_array_offsets(self._plain(), offs, n)
+                except ValueError as e:
+                    raise _Corrupt(str(e)) from None
+                self.__dict__.setdefault("_string_arrays", {})[orig_offs] = (starts, lens)
+                region = self._plain()[offs:end]  # the strings with their length prefixes, as one part
+                return end - orig_offs, [raw_itype, alen, region], [2], [GGUFValueType.ARRAY, itype]
             nptype = self.gguf_scalar_to_np.get(itype)
             if nptype is not None:  # one part holding every element; ReaderField.contents() flattens it
                 values = self._get(offs, nptype, n)
@@ -125,6 +125,17 @@ def _reader_class():
             if n > size - offs:  # arrays of arrays: every element takes at least 12 bytes
                 raise _Corrupt(f"metadata array at offset {orig_offs} claims {n} elements: truncated or corrupt")
             return super()._get_field_parts(orig_offs, raw_type)
+
+        def _push_field(self, field, skip_sum=False):
+            # a string array parsed above becomes a StringArrayField (contents() decodes in C++)
+            arrays = self.__dict__.get("_string_arrays", {})
+            data_offs = field.offset + int(field.parts[0].nbytes + field.parts[1].nbytes + field.parts[2].nbytes) \
+                if len(field.parts) >= 3 else None
+            if data_offs in arrays and field.types[:1] == [GGUFValueType.ARRAY]:
+                starts, lens = arrays.pop(data_offs)
+                field = StringArrayField(*field)
+                field.buf, field.starts, field.lens = self._plain(), starts, lens
+            return super()._push_field(field, skip_sum)
 
         def _get_tensor_info_field(self, orig_offs):
             name_len, name_data = self._get_str(orig_offs)

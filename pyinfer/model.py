@@ -384,9 +384,11 @@ def load(path=None, n_threads: int | None = None, dtype: str | None = None, n_ct
     if p.suffix.lower() == ".gguf" or gguf_file.is_gguf(p):
         arch, hp, tensors, tok_fields = gguf_file.load_gguf(p, dtype=dtype)
         tok = gguf_file.tokenizer_from_gguf(tok_fields, source=p)
-        from .chat import default_chat_template  # Gemma 3 files often carry no template: its official one
-        return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p,
-                     chat_template=tok_fields.get("tokenizer.chat_template") or default_chat_template(arch),
+        template = tok_fields.get("tokenizer.chat_template")
+        if not template:  # Gemma 3 files often carry no template: its official one (jinja is imported only then)
+            from .chat import default_chat_template
+            template = default_chat_template(arch)
+        return Model(arch, hp, tensors, tok, n_ctx=n_ctx, n_threads=n_threads, path=p, chat_template=template,
                      activations=activations, kv_type=kv_type,
                      chat_template_builtin="tokenizer.chat_template" not in tok_fields)
     raise ValueError(f"{p}: unsupported model file; pass a GGUF file or a Hugging Face model folder")

@@ -6,10 +6,12 @@ templates (chat.py), or BOS insertion (`add_bos` is metadata for the caller that
 """
 import codecs
 import heapq
+import itertools
 import json
 import operator
 import os
 
+import numpy as np
 import regex
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,6 +244,67 @@ def bytes_to_unicode() -> dict:
 _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
 
+# The byte-level alphabet as a charmap codec table: char _BYTE_TO_CHAR[b] <-> byte b, one char per byte.
+_BYTE_LEVEL_CODEC = codecs.charmap_build("".join(_BYTE_TO_CHAR[b] for b in range(256)))
+
+
+def _token_bytes(t: str) -> bytes:
+    """A byte-level BPE token's bytes: each char through the byte table; a char outside it as its own UTF-8."""
+    try:
+        return codecs.charmap_encode(t, "strict", _BYTE_LEVEL_CODEC)[0]
+    except UnicodeEncodeError:
+        return b"".join(bytes([_CHAR_TO_BYTE[c]]) if c in _CHAR_TO_BYTE else c.encode("utf-8") for c in t)
+
+
+def _tokens_bytes(tokens: list) -> list:
+    """[_token_bytes(t) or None] for a whole vocabulary: one encode of all tokens joined when every char is in the
+    byte table (each char is one byte, so the lengths carry over), else token by token."""
+    present = [t for t in tokens if t is not None]
+    try:
+        joined = codecs.charmap_encode("".join(present), "strict", _BYTE_LEVEL_CODEC)[0]
+    except UnicodeEncodeError:
+        return [None if t is None else _token_bytes(t) for t in tokens]
+    ends = list(itertools.accumulate(map(len, present)))
+    parts = iter([joined[a:b] for a, b in zip([0] + ends[:-1], ends)])
+    return [None if t is None else next(parts) for t in tokens]
+
+
+def _merge_table(merges, tok_id: dict, n_vocab: int) -> dict:
+    """{a * n_vocab + b: rank * n_vocab + id(a + b)} of merges ("a b" strings or [a, b] pairs), the first of a
+    repeated pair winning; a ValueError naming the first bad merge."""
+    merges = list(merges)
+    ia = ib = ic = None
+    if set(map(type, merges)) <= {str}:  # the usual case, at C speed: every merge "a b" of known tokens
+        pairs = list(map(str.split, merges, itertools.repeat(" ")))
+        if set(map(len, pairs)) <= {2}:
+            firsts, seconds = list(map(operator.itemgetter(0), pairs)), list(map(operator.itemgetter(1), pairs))
+            ia, ib = list(map(tok_id.get, firsts)), list(map(tok_id.get, seconds))
+            ic = list(map(tok_id.get, map(operator.add, firsts, seconds)))
+    if ia is None or None in ia or None in ib or None in ic:
+        ia, ib, ic = [], [], []
+        for rank, m in enumerate(merges):
+            if isinstance(m, str):
+                parts = m.split(" ")
+            elif isinstance(m, (list, tuple)):
+                parts = list(m)
+            else:
+                raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
+            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+                raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
+            a, b = parts
+            ids = tok_id.get(a), tok_id.get(b), tok_id.get(a + b)
+            if None in ids:
+                missing = [x for x, i in zip((a, b, a + b), ids) if i is None]
+                raise ValueError(f"merge {rank} {m!r}: token(s) {missing} not in the vocabulary")
+            ia.append(ids[0])
+            ib.append(ids[1])
+            ic.append(ids[2])
+    keys = (np.asarray(ia, np.int64) * n_vocab + np.asarray(ib, np.int64)).tolist()
+    vals = (np.arange(len(merges), dtype=np.int64) * n_vocab + np.asarray(ic, np.int64)).tolist()
+    return dict(zip(reversed(keys), reversed(vals)))  # the lowest rank last: it wins
+
+
+
 
 def _fix_surrogates(text: str) -> str:
     """Make `text` encodable as UTF-8 exactly as tiktoken does: join surrogate pairs, lone surrogates -> U+FFFD."""
@@ -297,14 +360,13 @@ class BPETokenizer:
             raise ValueError(f"token(s) {sorted(both)[:5]} are both special and user-defined")
         special_tokens = self.special_tokens
 
-        # str -> id for ordinary tokens (first occurrence wins if a vocabulary repeats a string).
-        self._token_to_id = {}
-        for i, t in enumerate(tokens):
-            if t is None:
-                continue
-            if not isinstance(t, str):
-                raise ValueError(f"token {i}: expected str, got {type(t).__name__}")
-            self._token_to_id.setdefault(t, i)
+        # str -> id for ordinary tokens (first occurrence wins if a vocabulary repeats a string). The loops below run
+        # at C speed where they can (a GGUF vocabulary holds 50k-260k tokens and as many merges: load time).
+        if not set(map(type, tokens)) <= {str, type(None)}:
+            i = next(i for i, t in enumerate(tokens) if t is not None and not isinstance(t, str))
+            raise ValueError(f"token {i}: expected str, got {type(tokens[i]).__name__}")
+        self._token_to_id = dict(zip(reversed(tokens), range(n_vocab - 1, -1, -1)))  # the lowest id last: it wins
+        self._token_to_id.pop(None, None)
         tok_id = self._token_to_id
 
         # byte value -> id of its single-byte token (None if the vocabulary lacks it).
@@ -313,33 +375,11 @@ class BPETokenizer:
 
         # Merge table: key a * n_vocab + b -> rank * n_vocab + merged id. Comparing packed values compares ranks
         # (equal rank means the same pair, hence the same merged id).
-        self._merges = {}
-        for rank, m in enumerate(merges):
-            if isinstance(m, str):
-                parts = m.split(" ")
-            elif isinstance(m, (list, tuple)):
-                parts = list(m)
-            else:
-                raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
-            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
-                raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
-            a, b = parts
-            ia, ib, ic = tok_id.get(a), tok_id.get(b), tok_id.get(a + b)
-            if ia is None or ib is None or ic is None:
-                missing = [s for s, i in ((a, ia), (b, ib), (a + b, ic)) if i is None]
-                raise ValueError(f"merge {rank} {m!r}: token(s) {missing} not in the vocabulary")
-            self._merges.setdefault(ia * n_vocab + ib, rank * n_vocab + ic)
+        self._merges = _merge_table(merges, tok_id, n_vocab)
 
         # id -> bytes. Special tokens decode to their content; ordinary tokens through the byte table, with chars
         # outside it falling back to their own UTF-8 (as HF's ByteLevel decoder does).
-        id_bytes = [None] * n_vocab
-        for i, t in enumerate(tokens):
-            if t is not None:
-                try:
-                    id_bytes[i] = bytes([_CHAR_TO_BYTE[c] for c in t])
-                except KeyError:
-                    id_bytes[i] = b"".join(bytes([_CHAR_TO_BYTE[c]]) if c in _CHAR_TO_BYTE else c.encode("utf-8")
-                                           for c in t)
+        id_bytes = _tokens_bytes(tokens)
         for content, i in (*special_tokens.items(), *self.user_defined_tokens.items()):
             id_bytes[i] = content.encode("utf-8")
         self._id_bytes = id_bytes

@@ -378,3 +378,61 @@ def test_unicode_classes_are_llama_cpp_unicode_15_1():
             assert theirs <= ours
             extra = [c for c in ours - theirs if unicodedata.category(chr(c)) != "Cn" or version == (15, 1)]
             assert [hex(c) for c in extra[:10]] == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fast loading paths (string arrays parsed in C++, the tokenizer's tables built at C speed) against the slow
+# definitions
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_metadata_equals_the_gguf_packages_reader(gguf_path, metadata):
+    from pyinfer import gguf_file
+    r = gguf_file.read_gguf(gguf_path)
+    ours = gguf_file.read_metadata(r, gguf_path)
+    assert ours.keys() == metadata.keys()
+    for key, (value, _, _) in metadata.items():
+        assert ours[key] == value, key
+    tokens = r.fields["tokenizer.ggml.tokens"]  # indexing as the stock ReaderField does
+    assert tokens.contents(7) == metadata["tokenizer.ggml.tokens"][0][7]
+    assert tokens.contents(-1) == metadata["tokenizer.ggml.tokens"][0][-1]
+    assert tokens.contents(slice(10, 20, 3)) == metadata["tokenizer.ggml.tokens"][0][10:20:3]
+
+
+def test_invalid_utf8_in_a_string_array_is_a_clear_error(metadata, tmp_path):
+    from pyinfer import gguf_file
+    path = write_metadata_gguf(metadata, tmp_path / "vocab.gguf")
+    data = bytearray(path.read_bytes())
+    i = data.find(b"<|im_start|>")
+    data[i + 2] = 0xFF  # "<|" then an invalid UTF-8 byte
+    bad = tmp_path / "bad-utf8.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="tokenizer.ggml.tokens.*not valid UTF-8"):
+        gguf_file.read_metadata(gguf_file.read_gguf(bad), bad)
+
+
+def test_tokenizer_tables_equal_their_definitions(tok, metadata):
+    """The merge table, token ids and id -> bytes, built with C-speed loops, equal the plain per-item definitions
+    (first occurrence / lowest rank wins); and a vocabulary with chars outside the byte table (their own UTF-8)."""
+    from pyinfer.tokenizer import _CHAR_TO_BYTE, BPETokenizer
+    tokens = metadata["tokenizer.ggml.tokens"][0]
+    merges = metadata["tokenizer.ggml.merges"][0]
+    first = {}
+    for i, t in enumerate(tokens):
+        first.setdefault(t, i)
+    assert tok._token_to_id == first
+    n = len(tokens)
+    want = {}
+    for rank, m in enumerate(merges):
+        a, b = m.split(" ")
+        want.setdefault(first[a] * n + first[b], rank * n + first[a + b])
+    assert tok._merges == want
+    assert tok._id_bytes[100:5000] == [bytes(_CHAR_TO_BYTE[c] for c in t) for t in tokens[100:5000]]
+    odd = BPETokenizer(["a", "b", "ab", "\u20ac", "a\u20ac", "ab"], ["a b", "a \u20ac", "a b"])
+    assert odd._id_bytes[3] == "\u20ac".encode() and odd._id_bytes[4] == b"a" + "\u20ac".encode()
+    assert odd._token_to_id["ab"] == 2 and odd._merges == {0 * 6 + 1: 0 * 6 + 2, 0 * 6 + 3: 1 * 6 + 4}
+    with pytest.raises(ValueError, match="merge 1"):
+        BPETokenizer(["a", "b", "ab"], ["a b", "a c"])
+    with pytest.raises(ValueError, match="merge 0"):
+        BPETokenizer(["a", "b", "ab"], [["a", 5]])
+    with pytest.raises(ValueError, match="token 1: expected str"):
+        BPETokenizer(["a", 7], [])

@@ -38,4 +38,5 @@ PYBIND11_MODULE(_ext, m) {
     m.def("build_info", &pyinfer::build_info, "compiled/available/selected ISA, OpenMP, threads");
     pyinfer::register_kernels(m);
     pyinfer::register_model(m);
+    pyinfer::register_gguf(m);
 }
