@@ -335,10 +335,48 @@ class Sampler:
             raise ValueError(f"logit_bias: token id {int(self.logit_bias_ids.max())} is out of range for a "
                              f"vocabulary of {n_vocab}")
 
+    def _ids(self, n):
+        """np.arange(n) int64, made once per vocabulary size (read-only): a fresh 400 kB array per token costs
+        page faults (allocations that large are mmap'ed and unmapped each time)."""
+        ids = self.__dict__.get("_ids_cache")
+        if ids is None or ids.shape[0] != n:
+            ids = self.__dict__["_ids_cache"] = np.arange(n, dtype=np.int64)
+            ids.flags.writeable = False
+        return ids
+
+    def _top_k_first(self, x, chain):
+        """The default chain's head at C speed: when top-k is the first step that changes anything (no logit bias,
+        penalties off or after it), it runs on the raw logits in place of a float64 copy of all n_vocab of them
+        (float32 -> float64 is exact and keeps the order, so the same candidates survive, ties included); the kth
+        largest value is found in a buffer reused from token to token. Returns (x, ids, rest of chain) or None."""
+        names = [n for n, _ in chain]
+        if self.logit_bias_ids.size or "top_k" not in names:
+            return None
+        i = names.index("top_k")
+        if any(n not in ("logit_bias", "penalties") or (n == "penalties" and self.penalties_on) for n in names[:i]):
+            return None
+        n, k = x.shape[0], self.top_k
+        if k <= 0 or k >= n:
+            return None
+        buf = self.__dict__.get("_kth_buf")
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = self.__dict__["_kth_buf"] = np.empty_like(x)
+        np.copyto(buf, x)
+        buf.partition(n - k)
+        kth = buf[n - k]  # the k-th largest value (as apply_top_k)
+        above = np.flatnonzero(x > kth)
+        tied = np.flatnonzero(x == kth)[: k - above.size]
+        keep = np.sort(np.concatenate((above, tied)))  # [k] ascending
+        return x[keep].astype(np.float64), keep, chain[i + 1:]
+
     def _run(self, logits, chain):
-        x = _check_logits(logits).astype(np.float64)  # [n_vocab] float64 copy
+        x = _check_logits(logits)
         self._check_bias_ids(x.shape[0])
-        ids = np.arange(x.shape[0], dtype=np.int64)  # [n_vocab]
+        fast = self._top_k_first(x, chain) if x.dtype in (np.float32, np.float64) else None
+        if fast is not None:
+            x, ids, chain = fast
+        else:
+            x, ids = x.astype(np.float64), self._ids(x.shape[0])  # [n_vocab] float64 copy, [n_vocab]
         for _, proc in chain:
             x, ids = proc(x, ids)
         return x, ids

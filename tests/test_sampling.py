@@ -479,3 +479,26 @@ def test_bad_chain_params_raise(kw, name):
 def test_logit_bias_out_of_vocab_raises():
     with pytest.raises(ValueError, match="logit_bias"):
         Sampler(temperature=1.0, logit_bias={10: 1.0}).sample(np.zeros(4))
+
+
+def test_top_k_fast_path_equals_the_general_chain():
+    """The default chain's head (top-k on the raw float32 logits, kth value found in a reused buffer) keeps the same
+    candidates as the general float64 chain, ties at the k-th value included, and the draws are the same; it steps
+    aside for a logit bias or active penalties."""
+    rng = np.random.default_rng(11)
+    for kwargs in (dict(), dict(top_k=5, top_p=1.0, min_p=0.0), dict(top_k=3, typical_p=0.9),
+                   dict(order=("top_p", "top_k", "min_p", "temperature")), dict(repeat_penalty=1.3, top_k=7),
+                   dict(logit_bias={3: 2.0}, top_k=4)):
+        fast, slow = Sampler(seed=5, **kwargs), Sampler(seed=5, **kwargs)
+        slow._top_k_first = lambda x, chain: None
+        for step in range(200):
+            x = (rng.standard_normal(300) * 2).astype(np.float32)
+            x[rng.integers(0, 300, 6)] = np.sort(x)[-40]  # ties around the k-th largest value
+            if step % 3 == 0:
+                x[rng.integers(0, 300, 4)] = -np.inf  # banned tokens
+            a, b = fast.distribution(x), slow.distribution(x)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), (kwargs, step)
+            t = fast.sample(x)
+            assert t == slow.sample(x), (kwargs, step)
+            fast.accept(t)
+            slow.accept(t)
