@@ -1,6 +1,7 @@
 """End to end, pyinfer against llama.cpp (through llama-cpp-python) on the same GGUF files with the same threads:
 pp128 / pp512 (one eval call from an empty cache), tg128 (the full generate() path with the default sampler chain,
-against create_completion with the same sampler settings), load time and peak RSS.  Not a test.
+against create_completion with the same sampler settings) also as a fraction of the decode roofline (a plain read of
+memory measured in the same run / the weight bytes a decode step reads), load time and peak RSS.  Not a test.
 Each engine runs in its own worker subprocess (so its load time and peak RSS are its own); the driver sends each
 timed run to one worker then the other, interleaved, and reports the median of -r runs and pyinfer / llama.cpp.
 --busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-spin compares
@@ -76,6 +77,39 @@ def model_path(name: str, cache: Path) -> Path:
 # workers: one engine each, JSON lines on stdin/stdout
 # ---------------------------------------------------------------------------------------------------------------------
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since its exec (VmHWM). Not ru_maxrss: on Linux that keeps the high-water
+    mark of the memory the process had before exec, i.e. of the forked driver (torch, when it made the GPT-2 files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def decode_bytes(path) -> int:
+    """Weight bytes a decode step reads: every matrix once, except an embedding table that is only gathered from (the
+    token embedding when the file has its own output matrix; GPT-2's position embedding)."""
+    sys.path.insert(0, str(REPO))
+    from pyinfer import gguf_file
+    tensors = {t.name: int(t.n_bytes) for t in gguf_file.read_gguf(path).tensors if len(t.shape) >= 2}
+    skip = {"position_embd.weight"} | ({"token_embd.weight"} if "output.weight" in tensors else set())
+    return sum(n for name, n in tensors.items() if name not in skip)
+
+
+def read_bandwidth(threads: int) -> float:
+    """Bytes/s of a plain read of 512 MiB (from DRAM), this many threads, median of 10 passes (the C++ reference
+    benchmarks/bench_kernels.py uses)."""
+    import numpy as np
+    from pyinfer import _ext
+    buf = np.ones(512 * 2**20 // 8, np.uint64).view(np.uint8)
+    times, _ = _ext.kernels.bench_stream_read(buf, n_threads=threads)
+    return buf.nbytes / statistics.median(times)
+
+
 def worker(engine: str, path: str, n_ctx: int):
     import numpy as np
     t0 = time.perf_counter()
@@ -114,8 +148,7 @@ def worker(engine: str, path: str, n_ctx: int):
             n_done = r["usage"]["completion_tokens"]
         dt = time.perf_counter() - t0
         print(json.dumps({"s": dt, "n": n_done}), flush=True)
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rss_mb": rss_kb / 1024}), flush=True)
+    print(json.dumps({"rss_mb": peak_rss_mb()}), flush=True)
 
 
 class Worker:
@@ -172,14 +205,18 @@ def main(argv=None):
         raise SystemExit(f"--engines: two of pyinfer, llama.cpp, pyinfer-spin, got {args.engines!r}")
     print(f"{engines[0]} vs {engines[1]} (llama.cpp = llama-cpp-python), tokens/s, median of {args.repeats} interleaved runs"
           + (", a busy process spinning on one core" if busy else "") + f"; load {os.getloadavg()[0]:.1f}")
-    print(f"| model | threads | test | {engines[0]} | {engines[1]} | ratio |")
-    print("|---|---:|---|---:|---:|---:|")
+    sys.path.insert(0, str(REPO))
+    bw = {th: read_bandwidth(th) for th in args.threads}  # the decode roofline: bw / weight bytes per token
+    print("read bandwidth: " + ", ".join(f"{bw[th] / 1e9:.1f} GB/s at {th} thread(s)" for th in args.threads))
+    print(f"| model | threads | test | {engines[0]} | {engines[1]} | ratio | {engines[0]} / roofline |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     summary = []
     try:
         for name in args.models.split(","):
             path = model_path(name, Path(args.cache))
             Path(path).read_bytes()  # warm page cache: load time is the engine's, not the disk's
             n_ctx = max(n for _, n in tests) + 16
+            per_token = decode_bytes(path)
             w = {e: Worker(e, path, n_ctx, env) for e in engines}
             for th in args.threads:
                 for op, n in tests:
@@ -190,7 +227,8 @@ def main(argv=None):
                         for e in w:
                             rates[e].append(w[e].run(op, n, th))
                     a, b = (statistics.median(rates[e]) for e in w)
-                    print(f"| {name} | {th} | {op}{n} | {a:.1f} | {b:.1f} | {a / b:.2f} |", flush=True)
+                    roof = f"{a / (bw[th] / per_token):.2f}" if op == "tg" else ""
+                    print(f"| {name} | {th} | {op}{n} | {a:.1f} | {b:.1f} | {a / b:.2f} | {roof} |", flush=True)
             loads = {e: w[e].load_s for e in w}
             rss = {e: w[e].close() for e in w}
             a, b = engines
