@@ -105,8 +105,8 @@ static_assert(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K mu
 // (f32, not rounded further); an all-zero group has d = 0, q = 0.
 struct block_q8a {    // activations for the 32-blocks: x[i] ~= d[i / 16] * qs[i]
     float d[2];       // the scales of elements 0..15 and 16..31
-    float s;          // d[0] * sum[0] + d[1] * sum[1] (f32): q4_1's / q5_1's min term
-    int32_t sum[2];   // sum of qs over each half, exact: q4_0's "- 8" applied to the integer dot products
+    float s;          // d[0] * sum[0] + d[1] * sum[1] (f32): the min term of q4_1 / q5_1 and the offset of q4_0 / q5_0
+    int32_t sum[2];   // sum of qs over each half, exact
     int8_t qs[QK];
 };
 static_assert(sizeof(block_q8a) == 20 + QK, "block_q8a is 52 bytes");

@@ -78,18 +78,23 @@ def q8a_oracle(x):
 
 
 def quant_matmul_oracle(x, raw, qtype):
-    """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding).
-    q4_1's / q5_1's offset term uses the stored s = d0 * sum0 + d1 * sum1 (float32)."""
+    """float64 x_q . w_q^T from the exact integer block sums (what the kernels compute, up to f32 rounding). The min
+    term of q4_1 / q5_1 (stored min m) and of q4_0 / q5_0 (m = -8 d / -16 d: their offset) meets the stored activation
+    sum s = d0 * sum0 + d1 * sum1 (float32), the unsigned weights q the integer sums."""
     d_x, s_x, q_x = q8a_oracle(x)  # [T, nb, 2], [T, nb], [T, nb, 32]
     T, nb = s_x.shape
-    if qtype in (Q.Q4_1, Q.Q5_1):
+    offset = {Q.Q4_0: 8, Q.Q5_0: 16}.get(qtype, 0)
+    if qtype in (Q.Q4_0, Q.Q5_0, Q.Q4_1, Q.Q5_1):
         blocks = raw.reshape(raw.shape[0], nb, -1)
         dw = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)  # [N, nb]
-        mw = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
-        unit = blocks.copy()  # the same blocks with d = 1, m = 0: gguf's dequantize gives the integer q
+        unit = blocks.copy()  # the same blocks with d = 1 (and m = 0): gguf's dequantize gives q - offset
         unit[..., 0:2] = np.array([1.0], np.float16).view(np.uint8)
-        unit[..., 2:4] = 0
-        qw = dequantize(unit.reshape(raw.shape), qtype).reshape(raw.shape[0], nb, 2, 16).astype(np.int64)
+        if offset:
+            mw = -offset * dw
+        else:
+            mw = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+            unit[..., 2:4] = 0
+        qw = dequantize(unit.reshape(raw.shape), qtype).reshape(raw.shape[0], nb, 2, 16).astype(np.int64) + offset
         isum = np.einsum("tbhi,nbhi->tnbh", q_x.reshape(T, nb, 2, 16), qw)  # exact integers per half
         return (np.einsum("tbh,nb,tnbh->tn", d_x, dw, isum.astype(np.float64))
                 + np.einsum("tb,nb->tn", s_x, mw))
