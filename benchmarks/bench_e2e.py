@@ -93,7 +93,6 @@ def peak_rss_mb() -> float:
 def decode_bytes(path) -> int:
     """Weight bytes a decode step reads: every matrix once, except an embedding table that is only gathered from (the
     token embedding when the file has its own output matrix; GPT-2's position embedding)."""
-    sys.path.insert(0, str(REPO))
     from pyinfer import gguf_file
     tensors = {t.name: int(t.n_bytes) for t in gguf_file.read_gguf(path).tensors if len(t.shape) >= 2}
     skip = {"position_embd.weight"} | ({"token_embd.weight"} if "output.weight" in tensors else set())

@@ -105,17 +105,19 @@ static_assert(sizeof(block_q6_K) == 2 + QK_K / 16 + 3 * QK_K / 4, "block_q6_K mu
 // (f32, not rounded further); an all-zero group has d = 0, q = 0.
 struct block_q8a {    // activations for the 32-blocks: x[i] ~= d[i / 16] * qs[i]
     float d[2];       // the scales of elements 0..15 and 16..31
-    float s;          // d[0] * sum[0] + d[1] * sum[1] (f32): the min term of q4_1 / q5_1 and the offset of q4_0 / q5_0
-    int32_t sum[2];   // sum of qs over each half, exact
+    float s;          // d[0] * sum(qs[0..15]) + d[1] * sum(qs[16..31]) (f32): the min term of q4_1 / q5_1 and the
+                      // offset of q4_0 / q5_0
     int8_t qs[QK];
 };
-static_assert(sizeof(block_q8a) == 20 + QK, "block_q8a is 52 bytes");
+static_assert(sizeof(block_q8a) == 12 + QK, "block_q8a is 44 bytes");
 
 // The K-quant kernels sum each 32 activations' products as 8 int32 lanes (lanes 0..3: the first 16, 4..7: the next
 // 16) and reduce 4 such chunks to one vector [c0 c1 c2 c3 | c0' c1' c2' c3'] (unprimed: first halves): so a
 // super-block's 16 groups come out in "lane order", lane l of two vectors holding group k_group(l) (l = 0..15).
 // block_q8_K16 stores its scales and group sums in that order, ready for vector loads.
 constexpr int k_group(int lane) { return 8 * (lane / 8) + 2 * (lane % 4) + (lane % 8) / 4; }
+constexpr int k_lane(int group) { return 8 * (group / 8) + 4 * (group % 2) + (group % 8) / 2; }  // its inverse
+static_assert(k_lane(k_group(5)) == 5 && k_lane(k_group(14)) == 14 && k_group(k_lane(3)) == 3, "k_lane inverts k_group");
 struct block_q8_K16 {  // activations for the K-quants: x[i] ~= (scale of group i / 16) * qs[i]
     float d[QK_K / 16];        // d[l] = the scale of group k_group(l)
     int16_t bsums[QK_K / 16];  // bsums[l] = the sum of group k_group(l)'s qs

@@ -115,7 +115,7 @@ def _reader_class():
                     starts, lens, end = _ext.gguf.string_array_offsets(self._plain(), offs, n)
                 except ValueError as e:
                     raise _Corrupt(str(e)) from None
-                self.__dict__.setdefault("_string_arrays", {})[orig_offs] = (starts, lens)
+                self._pending_strings = (starts, lens)  # for _push_field, called next with this field
                 region = self._plain()[offs:end]  # the strings with their length prefixes, as one part
                 return end - orig_offs, [raw_itype, alen, region], [2], [GGUFValueType.ARRAY, itype]
             nptype = self.gguf_scalar_to_np.get(itype)
@@ -127,14 +127,11 @@ def _reader_class():
             return super()._get_field_parts(orig_offs, raw_type)
 
         def _push_field(self, field, skip_sum=False):
-            # a string array parsed above becomes a StringArrayField (contents() decodes in C++)
-            arrays = self.__dict__.get("_string_arrays", {})
-            data_offs = field.offset + int(field.parts[0].nbytes + field.parts[1].nbytes + field.parts[2].nbytes) \
-                if len(field.parts) >= 3 else None
-            if data_offs in arrays and field.types[:1] == [GGUFValueType.ARRAY]:
-                starts, lens = arrays.pop(data_offs)
+            # the string array _get_field_parts has just parsed becomes a StringArrayField (contents() in C++)
+            pending = self.__dict__.pop("_pending_strings", None)
+            if pending is not None and field.types == [GGUFValueType.ARRAY, GGUFValueType.STRING]:
                 field = StringArrayField(*field)
-                field.buf, field.starts, field.lens = self._plain(), starts, lens
+                field.buf, (field.starts, field.lens) = self._plain(), pending
             return super()._push_field(field, skip_sum)
 
         def _get_tensor_info_field(self, orig_offs):

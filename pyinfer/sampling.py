@@ -90,15 +90,26 @@ def apply_penalties(logits, ids, counts, repeat_penalty=1.0, frequency_penalty=0
     return out, ids
 
 
-def apply_top_k(logits, ids, k):
-    """Keep the k largest logits; ties at the boundary keep the lowest ids. k <= 0 or k >= n: unchanged."""
+def top_k_positions(logits, k, buf=None):
+    """Positions of the k largest logits (0 < k < n), ascending; ties at the boundary keep the lowest positions.
+    buf: an array like logits to find the k-th largest value in (else a fresh copy)."""
     n = logits.shape[0]
-    if k <= 0 or k >= n:
-        return logits, ids
-    kth = np.partition(logits, n - k)[n - k]  # the k-th largest value
+    if buf is None:
+        buf = logits.copy()
+    else:
+        np.copyto(buf, logits)
+    buf.partition(n - k)
+    kth = buf[n - k]  # the k-th largest value
     above = np.flatnonzero(logits > kth)  # strictly larger: all kept, fewer than k of them
     tied = np.flatnonzero(logits == kth)[: k - above.size]  # fill up with the lowest positions equal to kth
-    keep = np.sort(np.concatenate((above, tied)))  # [k] positions, ascending -> ids stay ascending
+    return np.sort(np.concatenate((above, tied)))  # [k] positions, ascending -> ids stay ascending
+
+
+def apply_top_k(logits, ids, k):
+    """Keep the k largest logits; ties at the boundary keep the lowest ids. k <= 0 or k >= n: unchanged."""
+    if k <= 0 or k >= logits.shape[0]:
+        return logits, ids
+    keep = top_k_positions(logits, k)
     return logits[keep], ids[keep]
 
 
@@ -355,18 +366,12 @@ class Sampler:
         i = names.index("top_k")
         if any(n not in ("logit_bias", "penalties") or (n == "penalties" and self.penalties_on) for n in names[:i]):
             return None
-        n, k = x.shape[0], self.top_k
-        if k <= 0 or k >= n:
+        if self.top_k <= 0 or self.top_k >= x.shape[0]:
             return None
         buf = self.__dict__.get("_kth_buf")
         if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
             buf = self.__dict__["_kth_buf"] = np.empty_like(x)
-        np.copyto(buf, x)
-        buf.partition(n - k)
-        kth = buf[n - k]  # the k-th largest value (as apply_top_k)
-        above = np.flatnonzero(x > kth)
-        tied = np.flatnonzero(x == kth)[: k - above.size]
-        keep = np.sort(np.concatenate((above, tied)))  # [k] ascending
+        keep = top_k_positions(x, self.top_k, buf)  # apply_top_k's candidates, as positions = ids
         return x[keep].astype(np.float64), keep, chain[i + 1:]
 
     def _run(self, logits, chain):

@@ -304,8 +304,6 @@ def _merge_table(merges, tok_id: dict, n_vocab: int) -> dict:
     return dict(zip(reversed(keys), reversed(vals)))  # the lowest rank last: it wins
 
 
-
-
 def _fix_surrogates(text: str) -> str:
     """Make `text` encodable as UTF-8 exactly as tiktoken does: join surrogate pairs, lone surrogates -> U+FFFD."""
     if text.isascii():
