@@ -1,6 +1,7 @@
 # Builds pyinfer's one private extension, pyinfer._ext, from csrc/ with pybind11 (no CMake).
 # Kernel files named *_avx2.cpp / *_avx512.cpp get their ISA's flags and nothing else does; the ISA is chosen at
-# run time.  OpenMP is probed, not assumed.  PYINFER_NATIVE=1 opts in to -march=native (never the default).
+# run time.  Threads are pyinfer's own pool (csrc/threads.cpp), not OpenMP.  PYINFER_NATIVE=1 opts in to
+# -march=native (never the default).
 import os
 import platform
 import subprocess
@@ -19,7 +20,7 @@ ISA_FLAGS = {
     "_avx2.cpp": ["-mavx2", "-mfma", "-mf16c"],
     "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c"],
 }
-COMMON = ["-O3", "-ffp-contract=off", "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas"]
+COMMON = ["-O3", "-ffp-contract=off", "-fvisibility=hidden", "-Wall", "-pthread"]
 # PYINFER_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer (.ci/sanitize runs the tests under it; python
 # must then run with the ASan runtime preloaded). -O1 keeps the build and the run fast enough for CI; any UB report
 # aborts (no recovery), so a report cannot scroll by unnoticed.
@@ -41,8 +42,6 @@ def compiles(compiler_cmd, flags, code="int main(){return 0;}\n"):
 class BuildExt(build_ext):
     def build_extensions(self):
         cxx = self.compiler.compiler_so[:1]
-        openmp = os.environ.get("PYINFER_OPENMP", "1") != "0" and compiles(
-            cxx, ["-fopenmp"], "#include <omp.h>\nint main(){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
         isas = {"_ref.cpp"}
         if IS_X86:
             for suffix in ("_avx2.cpp", "_avx512.cpp"):
@@ -52,11 +51,11 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.sources = [s for s in ext.sources if not any(s.endswith(x) for x in ISA_FLAGS) or
                            any(s.endswith(x) for x in isas)]
-            ext.extra_compile_args = COMMON + (["-fopenmp"] if openmp else []) + (["-march=native"] if native else [])
-            ext.extra_link_args = (["-fopenmp"] if openmp else []) + (SANITIZE_FLAGS if SANITIZE else [])
+            ext.extra_compile_args = COMMON + (["-march=native"] if native else [])
+            ext.extra_link_args = ["-pthread"] + (SANITIZE_FLAGS if SANITIZE else [])
             ext.define_macros += [("PYINFER_HAVE_AVX2", "1")] if "_avx2.cpp" in isas else []
             ext.define_macros += [("PYINFER_HAVE_AVX512", "1")] if "_avx512.cpp" in isas else []
-        print(f"pyinfer: OpenMP {'on' if openmp else 'off'}; kernels: {sorted(isas)}"
+        print(f"pyinfer: kernels: {sorted(isas)}"
               f"{'; ASan + UBSan' if SANITIZE else ''}", file=sys.stderr)
 
         original = self.compiler._compile

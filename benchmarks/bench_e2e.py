@@ -4,8 +4,8 @@ against create_completion with the same sampler settings) also as a fraction of 
 memory measured in the same run / the weight bytes a decode step reads), load time and peak RSS.  Not a test.
 Each engine runs in its own worker subprocess (so its load time and peak RSS are its own); the driver sends each
 timed run to one worker then the other, interleaved, and reports the median of -r runs and pyinfer / llama.cpp.
---busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-spin compares
-pyinfer's passive OpenMP wait policy with spinning threads (OMP_WAIT_POLICY=active) the same way.
+--busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-nospin compares
+pyinfer's thread pool (workers spin briefly between jobs) with workers that sleep at once (PYINFER_SPIN_US=0).
 
     python benchmarks/bench_e2e.py                       # all files, 1 and 2 threads, a few minutes
     python benchmarks/bench_e2e.py --models smollm2 --busy -t 1 2
@@ -152,8 +152,8 @@ def worker(engine: str, path: str, n_ctx: int):
 
 class Worker:
     def __init__(self, engine, path, n_ctx, env):
-        if engine == "pyinfer-spin":  # OpenMP threads spinning at barriers (libgomp's default)
-            env = dict(env, OMP_WAIT_POLICY="active")
+        if engine == "pyinfer-nospin":  # pool workers sleep as soon as a job is done
+            env = dict(env, PYINFER_SPIN_US="0")
         self.p = subprocess.Popen([sys.executable, __file__, "--worker", engine, str(path), str(n_ctx)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.load_s = self._read()["load_s"]
@@ -190,7 +190,7 @@ def main(argv=None):
     ap.add_argument("--tests", default="pp128,pp512,tg128")
     ap.add_argument("--busy", action="store_true", help="run a spinning process on one core beside the measurement")
     ap.add_argument("--engines", default="pyinfer,llama.cpp",
-                    help="the two columns: pyinfer, llama.cpp or pyinfer-spin (default: pyinfer,llama.cpp)")
+                    help="the two columns: pyinfer, llama.cpp or pyinfer-nospin (default: pyinfer,llama.cpp)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/pyinfer-bench"), help="where GPT-2 files go")
     args = ap.parse_args(argv)
     tests = [(t[:2], int(t[2:])) for t in args.tests.split(",")]
@@ -200,8 +200,8 @@ def main(argv=None):
     if args.busy:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     engines = args.engines.split(",")
-    if len(engines) != 2 or not set(engines) <= {"pyinfer", "llama.cpp", "pyinfer-spin"}:
-        raise SystemExit(f"--engines: two of pyinfer, llama.cpp, pyinfer-spin, got {args.engines!r}")
+    if len(engines) != 2 or not set(engines) <= {"pyinfer", "llama.cpp", "pyinfer-nospin"}:
+        raise SystemExit(f"--engines: two of pyinfer, llama.cpp, pyinfer-nospin, got {args.engines!r}")
     print(f"{engines[0]} vs {engines[1]} (llama.cpp = llama-cpp-python), tokens/s, median of {args.repeats} interleaved runs"
           + (", a busy process spinning on one core" if busy else "") + f"; load {os.getloadavg()[0]:.1f}")
     sys.path.insert(0, str(REPO))

@@ -6,13 +6,14 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+
+#include "../threads.h"
 
 namespace pyinfer {
 
@@ -38,9 +39,7 @@ static py::array_t<float> matmul_py(const std::string& isa, const py::array& x, 
     std::vector<uint8_t> scratch(matmul_scratch_bytes(t, T));
     {
         py::gil_scoped_release nogil;
-#if defined(_OPENMP)
-        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
-#endif
+        set_num_threads(n_threads > 0 ? n_threads : 1);
         if (T > 0 && t.n_rows > 0) K.matmul(o, xp, t, b, T, scratch.data());
     }
     return out;
@@ -74,9 +73,7 @@ static py::list matmul_multi_py(const std::string& isa, const py::array& x, cons
     const float* xp = static_cast<const float*>(x.data());
     {
         py::gil_scoped_release nogil;
-#if defined(_OPENMP)
-        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
-#endif
+        set_num_threads(n_threads > 0 ? n_threads : 1);
         if (T > 0) K.matmul_multi(jobs.data(), (int)jobs.size(), xp, T, scratch.data());
     }
     return outs;
@@ -169,9 +166,7 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
     float* o = out.mutable_data();
     {
         py::gil_scoped_release nogil;
-#if defined(_OPENMP)
-        omp_set_num_threads(n_threads);
-#endif
+        set_num_threads(n_threads);
         // split the cache at n_shared to exercise both spans: rows [0, n_shared) and [n_shared, n_past + T)
         const int64_t kvs = n_head_kv * hd;
         const float* qp = static_cast<const float*>(q.data());
@@ -229,8 +224,9 @@ static py::array_t<uint8_t> quantize_py(const std::string& isa, const py::array&
     {
         py::gil_scoped_release nogil;
         // rows are independent: the bytes do not depend on the thread count (the K-quant fits are slow)
-#pragma omp parallel for schedule(dynamic, 16)
-        for (int64_t r = 0; r < rows; r++) K.quantize_row(o + r * rb, xp + r * n, n, t);
+        parallel_for(rows, [&](int64_t r0, int64_t r1, int) {
+            for (int64_t r = r0; r < r1; r++) K.quantize_row(o + r * rb, xp + r * n, n, t);
+        });
     }
     return out;
 }
@@ -311,9 +307,7 @@ static std::vector<double> bench_matmul_py(const std::string& isa, const py::arr
     const float* xp = static_cast<const float*>(x.data());
     {
         py::gil_scoped_release nogil;
-#if defined(_OPENMP)
-        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
-#endif
+        set_num_threads(n_threads > 0 ? n_threads : 1);
         for (int i = 0; i < repeats; i++) {
             const double t0 = seconds_now();
             K.matmul(out.data(), xp, ts[i % ts.size()], nullptr, T, scratch.data());
@@ -323,31 +317,52 @@ static std::vector<double> bench_matmul_py(const std::string& isa, const py::arr
     return times;
 }
 
-// The reference for bandwidth: the fastest plain read of a buffer (xor of 64-bit words, n_threads threads).
-// Returns (seconds of each pass, checksum).
+// Runs f(tid) on nt threads at once (the caller is tid 0) and returns the seconds from the start signal to the last
+// thread's end: benchmark references need every thread busy for the whole pass, which parallel_for does not promise
+// (its caller takes every range when the workers are slow to start).  Thread start-up is not timed.
+template <class F>
+static double timed_on_threads(int nt, const F& f) {
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> threads;
+    for (int i = 1; i < nt; i++)
+        threads.emplace_back([&, i] {
+            ready.fetch_add(1);
+            while (!go.load()) std::this_thread::yield();
+            f(i);
+        });
+    while (ready.load() < nt - 1) std::this_thread::yield();
+    const double t0 = seconds_now();
+    go.store(true);
+    f(0);
+    for (std::thread& t : threads) t.join();
+    return seconds_now() - t0;
+}
+
+// The reference for bandwidth: the fastest plain read of a buffer (xor of 64-bit words, n_threads threads, each
+// a contiguous part).  Returns (seconds of each pass, checksum).
 static py::tuple bench_stream_read_py(const py::array& buf, int n_threads, int repeats) {
     checked<uint8_t>(buf, "buf", 1);
     check_arg(repeats > 0, "repeats must be positive");
     const uint64_t* p = static_cast<const uint64_t*>(buf.data());
-    const int64_t n = buf.shape(0) / 64 * 8;  // whole 64-byte lines, as 64-bit words
+    const int64_t n_lines = buf.shape(0) / 64;  // whole 64-byte lines of 8 words
+    const int nt = n_threads > 0 ? n_threads : 1;
     std::vector<double> times(repeats);
+    std::vector<uint64_t> part(nt);
     uint64_t acc = 0;
     {
         py::gil_scoped_release nogil;
-#if defined(_OPENMP)
-        omp_set_num_threads(n_threads > 0 ? n_threads : 1);
-#endif
         for (int r = 0; r < repeats; r++) {
-            const double t0 = seconds_now();
-            uint64_t a = 0;
-#pragma omp parallel for schedule(static) reduction(^ : a)
-            for (int64_t i = 0; i < n; i += 8) {
-                uint64_t l = 0;
-                for (int j = 0; j < 8; j++) l ^= p[i + j];
-                a ^= l;
-            }
-            times[r] = seconds_now() - t0;
-            acc ^= a;
+            times[r] = timed_on_threads(nt, [&](int tid) {
+                uint64_t a = 0;
+                for (int64_t i = n_lines * tid / nt * 8; i < n_lines * (tid + 1) / nt * 8; i += 8) {
+                    uint64_t l = 0;
+                    for (int j = 0; j < 8; j++) l ^= p[i + j];
+                    a ^= l;
+                }
+                part[tid] = a;
+            });
+            for (uint64_t a : part) acc ^= a;
         }
     }
     return py::make_tuple(times, acc);
@@ -358,20 +373,14 @@ static py::tuple bench_int8_peak_py(const std::string& isa, int n_threads, int r
     const Kernels& K = kernels_named(isa);
     check_arg(repeats > 0 && n_iter > 0, "repeats and n_iter must be positive");
     const int nt = n_threads > 0 ? n_threads : 1;
-    (void)nt;
-    std::vector<double> times(repeats);
+    std::vector<double> times(repeats), part(nt);
     double ops = 0;
     {
         py::gil_scoped_release nogil;
         for (int r = 0; r < repeats; r++) {
-            const double t0 = seconds_now();
-            double o = 0;
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(nt) reduction(+ : o)
-#endif
-            o += K.int8_peak(n_iter);
-            times[r] = seconds_now() - t0;
-            ops = o;
+            times[r] = timed_on_threads(nt, [&](int tid) { part[tid] = K.int8_peak(n_iter); });
+            ops = 0;
+            for (double o : part) ops += o;
         }
     }
     return py::make_tuple(times, ops);

@@ -1,7 +1,7 @@
 // The kernel table: one function pointer per op, filled from one ISA's compilation of kernels_impl.inc.
 // Kernels take raw pointers and sizes, outputs first; they never allocate or throw (callers check shapes).
-// Threading: kernels marked [omp] split their outer loop with OpenMP so that every output element is
-// computed by one thread in a fixed order: results are bit-identical for any thread count.
+// Threading: kernels marked [par] split their outer loop with parallel_for (threads.h) so that every output element
+// is computed by one thread in a fixed order: results are bit-identical for any thread count and any split.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -22,23 +22,23 @@ constexpr int PI_MAX_JOBS = 4;
 
 struct Kernels {
     Isa isa;
-    // [omp] out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).  out (T, N), x (T, K), w (N, K) rows of `w.dtype`,
+    // [par] out[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]).  out (T, N), x (T, K), w (N, K) rows of `w.dtype`,
     // bias (N) or nullptr.  Each out element is the same dot product whatever T is (decode == prefill).
     // Quantized weights: x is first quantized to 8-bit blocks in `scratch` (matmul_scratch_bytes(w, T) bytes).
     void (*matmul)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
-    // [omp] matmul of one input x (T, K) by up to PI_MAX_JOBS weights (all K columns, any types: q, k, v; gate, up)
+    // [par] matmul of one input x (T, K) by up to PI_MAX_JOBS weights (all K columns, any types: q, k, v; gate, up)
     // in one parallel region: x is rounded once for all of them and their rows are split among the threads as one
     // list.  Each output equals matmul's.  scratch: the largest matmul_scratch_bytes of the jobs' weights.
     void (*matmul_multi)(const MatmulJob* jobs, int n_jobs, const float* x, int64_t T, void* scratch);
-    // [omp] matmul with the activations kept in f32 (the exact model of a quantized file): each weight row is
+    // [par] matmul with the activations kept in f32 (the exact model of a quantized file): each weight row is
     // dequantized (get_row) into `scratch` (n_threads * K floats, matmul_exact_scratch_bytes) and dotted with every
     // token in f32.  Float weights: matmul.  Every out element is one dot product: thread- and T-invariant.
     void (*matmul_exact)(float* out, const float* x, const Tensor& w, const float* bias, int64_t T, void* scratch);
     // out (n) = row `row` of w as float (embedding lookup / dequantization for any weight type)
     void (*get_row)(float* out, const Tensor& w, int64_t row);
-    // [omp] out (T, C) = (x - mean) / sqrt(var + eps) * g + b, per row; g, b (C); b may be nullptr
+    // [par] out (T, C) = (x - mean) / sqrt(var + eps) * g + b, per row; g, b (C); b may be nullptr
     void (*layernorm)(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
-    // [omp] out (T, C) = x / sqrt(mean(x^2) + eps) * g, per row (RMSNorm)
+    // [par] out (T, C) = x / sqrt(mean(x^2) + eps) * g, per row (RMSNorm)
     void (*rmsnorm)(float* out, const float* x, const float* g, int64_t T, int64_t C, float eps);
     // x (T, n_heads * hd) rows of `stride` floats, in place: rotary embedding of the first n_rot dims of each head.
     // cos_sin (T, n_rot/2, 2) holds cos and sin of pos_t * theta_i.  neox=false rotates adjacent pairs (2i, 2i+1)
@@ -55,7 +55,7 @@ struct Kernels {
     void (*softmax)(float* x, int64_t n);
     // out (n) = a + b   (out may alias a or b)
     void (*add)(float* out, const float* a, const float* b, int64_t n);
-    // [omp] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
+    // [par] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
     // spans: rows j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g. beams), rows
     // j >= n_shared from (k, v) at row j - n_shared.  out (T, n_head*hd); q (T, n_head*hd); k/v rows have kv_stride
     // floats (n_head_kv*hd used); scratch: n_threads * (n_past + T) floats.  Query t (position p = n_past + t) sees
@@ -63,7 +63,7 @@ struct Kernels {
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
                       int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);
-    // [omp] attention over an f16 KV cache (kv_type "f16"): the same as attention on the rows widened to float
+    // [par] attention over an f16 KV cache (kv_type "f16"): the same as attention on the rows widened to float
     void (*attention_f16)(float* out, const float* q, const fp16_t* k_shared, const fp16_t* v_shared,
                           int64_t n_shared, const fp16_t* k, const fp16_t* v, float* scratch, int64_t T,
                           int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t kv_stride,

@@ -1,6 +1,6 @@
 // A sequence's context: the KV cache (with shared-prefix children, truncation, save/load), scratch buffers, and
 // eval(), which runs one architecture's forward pass (forward_<arch>.cpp) over a batch of tokens and the LM head.
-// One call runs every layer; threads come from OpenMP inside the kernels.
+// One call runs every layer; threads come from the pool (threads.h) inside the kernels.
 #include "model.h"
 
 #include <algorithm>
@@ -8,19 +8,9 @@
 #include <cstring>
 #include <stdexcept>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "../threads.h"
 
 namespace pyinfer {
-
-static int max_threads_default() {
-#if defined(_OPENMP)
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 Context::Context(const ModelConfig& cfg, const ModelWeights& w, int64_t n_ctx, int n_threads, bool kv_f16)
     : cfg_(cfg), w_(w), k_(&kernels()), n_ctx_(n_ctx), n_threads_(1), kv_f16_(kv_f16) {
@@ -152,10 +142,7 @@ void Context::load_state(const uint8_t* src, size_t n) {
 
 void Context::set_n_threads(int n) {
     cap_ = 0;  // scratch sizes may depend on the thread count (matmul_exact): sized again on the next eval
-    if (n <= 0) n = max_threads_default();
-#if !defined(_OPENMP)
-    n = 1;
-#endif
+    if (n <= 0) n = default_threads();
     n_threads_ = n;
 }
 
@@ -196,9 +183,7 @@ void Context::eval(const int32_t* tokens, int64_t n, bool all_logits, float* log
         if (tokens[i] < 0 || tokens[i] >= cfg_.n_vocab)
             throw std::invalid_argument("token id " + std::to_string(tokens[i]) + " out of range [0, " +
                                         std::to_string(cfg_.n_vocab) + ")");
-#if defined(_OPENMP)
-    omp_set_num_threads(n_threads_);
-#endif
+    set_num_threads(n_threads_);
     reserve(n);
     att_scratch_.resize((size_t)n_threads_ * (n_past_ + n));
     switch (cfg_.arch) {
