@@ -196,6 +196,26 @@ def test_attention_sliding_window(isa, T, n_past, n_window):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("f16", [False, True])
+@pytest.mark.parametrize("T,n_past,n_head,n_head_kv,hd,n_window", [(9, 0, 2, 1, 64, 0), (11, 5, 3, 3, 17, 0),
+                                                                    (8, 30, 4, 2, 40, 6), (13, 2, 2, 2, 8, 0)])
+def test_attention_batch_equals_one_query_at_a_time(isa, f16, T, n_past, n_head, n_head_kv, hd, n_window):
+    # prefill works on blocks of queries that share each key / value row; each query must get exactly what it gets
+    # alone (decode), whatever block it falls in
+    r = rng(28)
+    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
+    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    v = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    if f16:
+        k, v = k.astype(np.float16).view(np.uint16), v.astype(np.float16).view(np.uint16)
+    out = K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 2, n_window=n_window)
+    for t in range(T):
+        one = K.attention(isa, q[t:t + 1], k[:n_past + t + 1], v[:n_past + t + 1], n_past + t, n_head, n_head_kv, 1,
+                          n_window=n_window)
+        assert np.array_equal(out[t:t + 1], one), t
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_get_row_f16(isa):
     r = rng(9)
     for n in SIZES:

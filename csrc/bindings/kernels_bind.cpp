@@ -162,7 +162,7 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
     check_arg(n_shared >= 0 && n_shared <= n_past + T, "n_shared must be in [0, n_past + T]");
     check_arg(n_window >= 0, "n_window must be >= 0 (0: no sliding window)");
     py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)(n_head * hd)});
-    std::vector<float> scratch((size_t)n_threads * (n_past + T) + 1);
+    std::vector<float> scratch((size_t)n_threads * ATTN_QUERY_BLOCK * (n_past + T) + 1);
     float* o = out.mutable_data();
     {
         py::gil_scoped_release nogil;

@@ -185,7 +185,7 @@ void Context::eval(const int32_t* tokens, int64_t n, bool all_logits, float* log
                                         std::to_string(cfg_.n_vocab) + ")");
     set_num_threads(n_threads_);
     reserve(n);
-    att_scratch_.resize((size_t)n_threads_ * (n_past_ + n));
+    att_scratch_.resize((size_t)n_threads_ * ATTN_QUERY_BLOCK * (n_past_ + n));
     switch (cfg_.arch) {
         case Arch::GPT2: forward_gpt2(tokens, n); break;
         case Arch::LLAMA: forward_llama(tokens, n); break;
