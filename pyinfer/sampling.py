@@ -21,6 +21,8 @@ from functools import partial
 
 import numpy as np
 
+from . import _ext
+
 # Cumulative sums over up to ~1e5 float64 probabilities drift by well under this; it makes a top_p that lies exactly
 # on a cumulative boundary (0.4 + 0.3 vs p=0.7) keep the boundary token, as exact arithmetic would. The same slack
 # settles exact boundaries for typical-p (cum > p) and min-p (p_i >= min_p * p_max) the way exact arithmetic would.
@@ -90,14 +92,11 @@ def apply_penalties(logits, ids, counts, repeat_penalty=1.0, frequency_penalty=0
     return out, ids
 
 
-def top_k_positions(logits, k, buf=None):
+def top_k_positions(logits, k):
     """Positions of the k largest logits (0 < k < n), ascending; ties at the boundary keep the lowest positions.
-    buf: an array like logits to find the k-th largest value in (else a fresh copy)."""
+    (The spec of _ext.sampling.top_k, which the sampler runs on the raw logits.)"""
     n = logits.shape[0]
-    if buf is None:
-        buf = logits.copy()
-    else:
-        np.copyto(buf, logits)
+    buf = logits.copy()
     buf.partition(n - k)
     kth = buf[n - k]  # the k-th largest value
     above = np.flatnonzero(logits > kth)  # strictly larger: all kept, fewer than k of them
@@ -194,10 +193,15 @@ def select_dist(logits, ids, rng):
 # the sampler
 
 
-def _check_logits(logits):
+def _check_shape(logits):
     x = np.asarray(logits)
     if x.ndim != 1 or x.shape[0] == 0:
         raise ValueError(f"logits must be a non-empty 1-D array [n_vocab], got shape {x.shape}")
+    return x
+
+
+def _check_logits(logits):
+    x = _check_shape(logits)
     if not np.all(x < np.inf):  # catches NaN and +inf in one pass; -inf (a banned token) is fine
         raise ValueError("logits contain NaN or +inf; the model produced invalid values")
     return x
@@ -368,19 +372,19 @@ class Sampler:
             return None
         if self.top_k <= 0 or self.top_k >= x.shape[0]:
             return None
-        buf = self.__dict__.get("_kth_buf")
-        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
-            buf = self.__dict__["_kth_buf"] = np.empty_like(x)
-        keep = top_k_positions(x, self.top_k, buf)  # apply_top_k's candidates, as positions = ids
+        # apply_top_k's candidates, as positions = ids, in one C++ pass that also rejects NaN / +inf as
+        # _check_logits does (tests: equal to top_k_positions)
+        keep = _ext.sampling.top_k(np.ascontiguousarray(x), self.top_k)
         return x[keep].astype(np.float64), keep, chain[i + 1:]
 
     def _run(self, logits, chain):
-        x = _check_logits(logits)
+        x = _check_shape(logits)
         self._check_bias_ids(x.shape[0])
         fast = self._top_k_first(x, chain) if x.dtype in (np.float32, np.float64) else None
         if fast is not None:
             x, ids, chain = fast
         else:
+            x = _check_logits(x)
             x, ids = x.astype(np.float64), self._ids(x.shape[0])  # [n_vocab] float64 copy, [n_vocab]
         for _, proc in chain:
             x, ids = proc(x, ids)

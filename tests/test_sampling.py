@@ -482,7 +482,7 @@ def test_logit_bias_out_of_vocab_raises():
 
 
 def test_top_k_fast_path_equals_the_general_chain():
-    """The default chain's head (top-k on the raw float32 logits, kth value found in a reused buffer) keeps the same
+    """The default chain's head (top-k on the raw float32 logits, in C++) keeps the same
     candidates as the general float64 chain, ties at the k-th value included, and the draws are the same; it steps
     aside for a logit bias or active penalties."""
     rng = np.random.default_rng(11)
@@ -502,3 +502,34 @@ def test_top_k_fast_path_equals_the_general_chain():
             assert t == slow.sample(x), (kwargs, step)
             fast.accept(t)
             slow.accept(t)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpp_top_k_equals_its_spec(dtype):
+    """_ext.sampling.top_k (one pass over all the logits, blocks skipped by their maximum) keeps exactly
+    top_k_positions' candidates: ties at the k-th value (the lowest positions win), -inf values, every k; NaN and
+    +inf anywhere are the same ValueError as _check_logits gives."""
+    from pyinfer import _ext
+    from pyinfer.sampling import top_k_positions
+    rng = np.random.default_rng(12)
+    for n in (2, 3, 63, 64, 65, 130, 1000, 49152):
+        for trial in range(6):
+            x = rng.standard_normal(n).astype(dtype)
+            if trial % 2:
+                x = np.round(x * 2).astype(dtype)  # few distinct values: many ties
+            if trial % 3 == 2:
+                x[rng.integers(0, n, max(1, n // 3))] = -np.inf
+            if trial == 5:
+                x[:] = -np.inf
+            for k in sorted({1, 2, n // 2, n - 1} & set(range(1, n))):
+                assert np.array_equal(_ext.sampling.top_k(x, k), top_k_positions(x, k)), (n, trial, k)
+    for bad in (np.nan, np.inf):
+        for at in (0, 5, 999):
+            x = rng.standard_normal(1000).astype(dtype)
+            x[at] = bad
+            with pytest.raises(ValueError, match="NaN or \\+inf"):
+                _ext.sampling.top_k(x, 40)
+    with pytest.raises(ValueError, match="k must be"):
+        _ext.sampling.top_k(np.zeros(5, dtype), 5)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _ext.sampling.top_k(np.zeros(5, np.float16), 2)

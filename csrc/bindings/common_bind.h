@@ -88,5 +88,6 @@ inline Tensor tensor_from_object(const py::handle& obj, const std::string& name)
 void register_kernels(py::module_& m);
 void register_model(py::module_& m);
 void register_gguf(py::module_& m);
+void register_sampling(py::module_& m);
 
 }  // namespace pyinfer

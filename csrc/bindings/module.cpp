@@ -69,4 +69,5 @@ PYBIND11_MODULE(_ext, m) {
     pyinfer::register_kernels(m);
     pyinfer::register_model(m);
     pyinfer::register_gguf(m);
+    pyinfer::register_sampling(m);
 }

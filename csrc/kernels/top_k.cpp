@@ -1,0 +1,52 @@
+// top_k_positions (top_k.h): a heap of the k best (value, position) pairs, best = larger value, then lower
+// position; blocks of 64 values whose maximum cannot enter the heap are skipped after one vectorizable pass, which
+// also catches NaN and +inf.  The Python spec is pyinfer.sampling.top_k_positions (the tests compare the two).
+#include "top_k.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+#include <vector>
+
+namespace pyinfer {
+
+template <typename T>
+bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k) {
+    using Item = std::pair<T, int64_t>;  // (value, position)
+    // a max-heap under "better" keeps the worst kept item on top (smallest value; among equal ones the last)
+    auto better = [](const Item& a, const Item& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+    const T inf = std::numeric_limits<T>::infinity();
+    std::vector<Item> heap;
+    heap.reserve(k);
+    for (int64_t i = 0; i < k; i++) {
+        if (!(x[i] < inf)) return false;
+        heap.emplace_back(x[i], i);
+    }
+    std::make_heap(heap.begin(), heap.end(), better);
+    constexpr int64_t B = 64;
+    for (int64_t b0 = k; b0 < n; b0 += B) {
+        const int64_t b1 = std::min(n, b0 + B);
+        T mx = -inf;
+        bool bad = false;
+        for (int64_t i = b0; i < b1; i++) {
+            mx = x[i] > mx ? x[i] : mx;
+            bad |= !(x[i] < inf);
+        }
+        if (bad) return false;
+        if (mx <= heap.front().first) continue;  // nothing here beats the worst kept (equal values lose: later)
+        for (int64_t i = b0; i < b1; i++) {
+            if (x[i] <= heap.front().first) continue;
+            std::pop_heap(heap.begin(), heap.end(), better);
+            heap.back() = Item(x[i], i);
+            std::push_heap(heap.begin(), heap.end(), better);
+        }
+    }
+    for (int64_t i = 0; i < k; i++) out[i] = heap[i].second;
+    std::sort(out, out + k);
+    return true;
+}
+
+template bool top_k_positions<float>(int64_t*, const float*, int64_t, int64_t);
+template bool top_k_positions<double>(int64_t*, const double*, int64_t, int64_t);
+
+}  // namespace pyinfer
