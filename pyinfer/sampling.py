@@ -125,8 +125,12 @@ def apply_top_p(logits, ids, p):
     if p >= 1.0:
         return logits, ids
     probs = softmax(logits)  # [n]
-    n_keep = top_p_count(np.sort(probs)[::-1], p)  # sorting values only: cheaper than an argsort
-    return apply_top_k(logits, ids, n_keep)  # the n_keep most probable = the n_keep largest logits, same tie rule
+    order = np.argsort(-logits, kind="stable")  # [n] largest logit first, equal logits by lower position (id)
+    n_keep = top_p_count(probs[order], p)  # softmax keeps the order: probs[order] is sorted descending
+    if n_keep >= logits.shape[0]:
+        return logits, ids
+    keep = np.sort(order[:n_keep])  # apply_top_k(logits, ids, n_keep)'s candidates, ascending
+    return logits[keep], ids[keep]
 
 
 def apply_min_p(logits, ids, p):

@@ -1,5 +1,5 @@
 // top_k_positions (top_k.h): a heap of the k best (value, position) pairs, best = larger value, then lower
-// position; blocks of 64 values whose maximum cannot enter the heap are skipped after one vectorizable pass, which
+// position; blocks of 64 values whose maximum cannot enter the heap are skipped after one SIMD pass, which
 // also catches NaN and +inf.  The Python spec is pyinfer.sampling.top_k_positions (the tests compare the two).
 #include "top_k.h"
 
@@ -8,7 +8,47 @@
 #include <utility>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace pyinfer {
+
+// *mx = the largest of x (n); false if any is NaN or +inf.  SSE2 (every x86-64) where there is one: the scalar
+// loop does not vectorize (a > b ? a : b keeps NaN semantics the compiler must honor).
+static bool block_max(float* mx, const float* x, int64_t n) {
+    int64_t i = 0;
+    float m = -std::numeric_limits<float>::infinity();
+#if defined(__SSE2__)
+    const __m128 inf = _mm_set1_ps(std::numeric_limits<float>::infinity());
+    __m128 mv = _mm_set1_ps(m), bad = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+        const __m128 v = _mm_loadu_ps(x + i);
+        mv = _mm_max_ps(mv, v);
+        bad = _mm_or_ps(bad, _mm_cmpnlt_ps(v, inf));  // not (v < inf): NaN or +inf
+    }
+    if (_mm_movemask_ps(bad)) return false;
+    alignas(16) float t[4];
+    _mm_store_ps(t, mv);
+    m = std::max(std::max(t[0], t[1]), std::max(t[2], t[3]));
+#endif
+    for (; i < n; i++) {
+        if (!(x[i] < std::numeric_limits<float>::infinity())) return false;
+        m = std::max(m, x[i]);
+    }
+    *mx = m;
+    return true;
+}
+
+static bool block_max(double* mx, const double* x, int64_t n) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t i = 0; i < n; i++) {
+        if (!(x[i] < std::numeric_limits<double>::infinity())) return false;
+        m = std::max(m, x[i]);
+    }
+    *mx = m;
+    return true;
+}
 
 template <typename T>
 bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k) {
@@ -26,13 +66,8 @@ bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k) {
     constexpr int64_t B = 64;
     for (int64_t b0 = k; b0 < n; b0 += B) {
         const int64_t b1 = std::min(n, b0 + B);
-        T mx = -inf;
-        bool bad = false;
-        for (int64_t i = b0; i < b1; i++) {
-            mx = x[i] > mx ? x[i] : mx;
-            bad |= !(x[i] < inf);
-        }
-        if (bad) return false;
+        T mx;
+        if (!block_max(&mx, x + b0, b1 - b0)) return false;
         if (mx <= heap.front().first) continue;  // nothing here beats the worst kept (equal values lose: later)
         for (int64_t i = b0; i < b1; i++) {
             if (x[i] <= heap.front().first) continue;
