@@ -85,12 +85,13 @@ struct Pool {
 
 std::atomic<Pool*> g_pool{nullptr};
 
-// Claims and runs ranges of generation g's items until none are left (guided: a claim takes 1 / (2 n_threads) of
-// what remains, so early claims are long and the last ones short).  Returns the number of ranges run.
+// Claims and runs ranges of generation g's items until none are left (guided: a claim takes 1 / n_threads of what
+// remains, so early claims are long and the last ones short; long ranges stream the weights faster than 1 / (2
+// n_threads) did: SmolLM2 decode at -t 2, 148 -> 168 tok/s).  Returns the number of ranges run.
 int64_t run_items(Pool* p, uint32_t g, Job& j, int tid) {
     const RangeFn fn = j.fn.load();
     void* const ctx = j.ctx.load();
-    const int64_t n = j.n.load(), parts = 2 * (int64_t)j.n_threads.load();
+    const int64_t n = j.n.load(), parts = (int64_t)j.n_threads.load();
     int64_t ran = 0, ranges = 0;
     uint64_t c = p->claim.load();
     for (;;) {
