@@ -364,22 +364,33 @@ class Sampler:
         return ids
 
     def _top_k_first(self, x, chain):
-        """The default chain's head at C speed: when top-k is the first step that changes anything (no logit bias,
-        penalties off or after it), it runs on the raw logits in place of a float64 copy of all n_vocab of them
-        (float32 -> float64 is exact and keeps the order, so the same candidates survive, ties included); the kth
-        largest value is found in a buffer reused from token to token. Returns (x, ids, rest of chain) or None."""
+        """The default chain's head at C speed: when top-k is the first filter (after the logit bias; penalties off or
+        after it), it runs on the raw logits in place of a float64 copy of all n_vocab of them. With b biased ids, the
+        k + b largest raw logits hold every unbiased member of the biased top k (at most b of them can be outranked
+        by biased ids only), so the bias and top-k then run on those and the biased ids alone: the same float64
+        values, the same candidates, ties included. Returns (x, ids, rest of chain) or None."""
         names = [n for n, _ in chain]
-        if self.logit_bias_ids.size or "top_k" not in names:
+        if "top_k" not in names:
             return None
         i = names.index("top_k")
         if any(n not in ("logit_bias", "penalties") or (n == "penalties" and self.penalties_on) for n in names[:i]):
             return None
-        if self.top_k <= 0 or self.top_k >= x.shape[0]:
+        biased = self.__dict__.get("_biased_ids")  # the distinct biased ids, ascending
+        if biased is None:
+            biased = self.__dict__["_biased_ids"] = np.unique(self.logit_bias_ids)
+        k = self.top_k
+        if k <= 0 or k + biased.size >= x.shape[0]:
             return None
-        # apply_top_k's candidates, as positions = ids, in one C++ pass that also rejects NaN / +inf as
+        xc = np.ascontiguousarray(x)
+        # the k (+ b) largest raw logits, ascending ids, in one C++ pass that also rejects NaN / +inf as
         # _check_logits does (tests: equal to top_k_positions)
-        keep = _ext.sampling.top_k(np.ascontiguousarray(x), self.top_k)
-        return x[keep].astype(np.float64), keep, chain[i + 1:]
+        keep = _ext.sampling.top_k(xc, k + biased.size)
+        if not biased.size:
+            return xc[keep].astype(np.float64), keep, chain[i + 1:]
+        cand = np.union1d(keep, biased)  # [<= k + 2b] ascending ids
+        vals, cand = apply_logit_bias(xc[cand].astype(np.float64), cand, self.logit_bias_ids, self.logit_bias_values)
+        vals, cand = apply_top_k(vals, cand, k)
+        return vals, cand, chain[i + 1:]
 
     def _run(self, logits, chain):
         x = _check_shape(logits)

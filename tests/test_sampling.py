@@ -483,12 +483,14 @@ def test_logit_bias_out_of_vocab_raises():
 
 def test_top_k_fast_path_equals_the_general_chain():
     """The default chain's head (top-k on the raw float32 logits, in C++) keeps the same
-    candidates as the general float64 chain, ties at the k-th value included, and the draws are the same; it steps
-    aside for a logit bias or active penalties."""
+    candidates as the general float64 chain, ties at the k-th value included, and the draws are the same, with a
+    logit bias too (duplicate ids, bans, more biased ids than k); it steps aside for active penalties."""
     rng = np.random.default_rng(11)
     for kwargs in (dict(), dict(top_k=5, top_p=1.0, min_p=0.0), dict(top_k=3, typical_p=0.9),
                    dict(order=("top_p", "top_k", "min_p", "temperature")), dict(repeat_penalty=1.3, top_k=7),
-                   dict(logit_bias={3: 2.0}, top_k=4)):
+                   dict(logit_bias={3: 2.0}, top_k=4), dict(logit_bias=[(3, 2.0), (3, 0.5), (7, -np.inf), (299, 5.0)]),
+                   dict(logit_bias={i: -np.inf for i in range(0, 300, 2)}, top_k=40),
+                   dict(logit_bias={i: 1.0 for i in range(250)}, top_k=40)):
         fast, slow = Sampler(seed=5, **kwargs), Sampler(seed=5, **kwargs)
         slow._top_k_first = lambda x, chain: None
         for step in range(200):
