@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdlib>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #if defined(__linux__)
@@ -214,16 +215,23 @@ void parallel_for_fn(int64_t n, RangeFn fn, void* ctx) {
     Pool* p = pool();
     std::unique_lock<std::mutex> lock(p->mu, std::try_to_lock);
     if (!lock.owns_lock()) return fn(ctx, 0, n, 0);  // another thread's job is running: not worth waiting for
+    int nt_run = nt;
     for (int w = p->n_workers.load(); w < nt - 1; w++) {
-        std::thread(worker_main, p, w + 1, p->last_gen).detach();
+        try {
+            std::thread(worker_main, p, w + 1, p->last_gen).detach();
+        } catch (const std::system_error&) {  // no more threads allowed here: run with the workers there are
+            break;
+        }
         p->n_workers.store(w + 1);
     }
+    nt_run = std::min(nt_run, p->n_workers.load() + 1);
+    if (nt_run < 2) return fn(ctx, 0, n, 0);
     const uint32_t g = ++p->last_gen;
     Job& j = p->slot[g & 1];  // last used by generation g - 2, finished: no worker writes it any more
     j.fn.store(fn);
     j.ctx.store(ctx);
     j.n.store(n);
-    j.n_threads.store(nt);
+    j.n_threads.store(nt_run);
     j.done.store(0);
     p->claim.store((uint64_t)g << 32);
     p->gen.store(g);
