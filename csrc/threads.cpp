@@ -215,7 +215,6 @@ void parallel_for_fn(int64_t n, RangeFn fn, void* ctx) {
     Pool* p = pool();
     std::unique_lock<std::mutex> lock(p->mu, std::try_to_lock);
     if (!lock.owns_lock()) return fn(ctx, 0, n, 0);  // another thread's job is running: not worth waiting for
-    int nt_run = nt;
     for (int w = p->n_workers.load(); w < nt - 1; w++) {
         try {
             std::thread(worker_main, p, w + 1, p->last_gen).detach();
@@ -224,7 +223,7 @@ void parallel_for_fn(int64_t n, RangeFn fn, void* ctx) {
         }
         p->n_workers.store(w + 1);
     }
-    nt_run = std::min(nt_run, p->n_workers.load() + 1);
+    const int nt_run = std::min(nt, p->n_workers.load() + 1);
     if (nt_run < 2) return fn(ctx, 0, n, 0);
     const uint32_t g = ++p->last_gen;
     Job& j = p->slot[g & 1];  // last used by generation g - 2, finished: no worker writes it any more

@@ -287,6 +287,7 @@ class Sampler:
         self.repeat_last_n = int(repeat_last_n)
         self.order = order
         self.logit_bias_ids, self.logit_bias_values = parse_logit_bias(logit_bias)
+        self._biased_ids = np.unique(self.logit_bias_ids)  # the distinct biased ids, ascending (_top_k_first)
         self.seed = None if seed is None else int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.penalties_on = self.repeat_last_n > 0 and not (
@@ -375,10 +376,7 @@ class Sampler:
         i = names.index("top_k")
         if any(n not in ("logit_bias", "penalties") or (n == "penalties" and self.penalties_on) for n in names[:i]):
             return None
-        biased = self.__dict__.get("_biased_ids")  # the distinct biased ids, ascending
-        if biased is None:
-            biased = self.__dict__["_biased_ids"] = np.unique(self.logit_bias_ids)
-        k = self.top_k
+        biased, k = self._biased_ids, self.top_k
         if k <= 0 or k + biased.size >= x.shape[0]:
             return None
         xc = np.ascontiguousarray(x)

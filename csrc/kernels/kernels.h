@@ -60,8 +60,8 @@ struct Kernels {
     // [par] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
     // spans: rows j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g. beams), rows
     // j >= n_shared from (k, v) at row j - n_shared.  out (T, n_head*hd); q (T, n_head*hd); k/v rows have kv_stride
-    // floats (n_head_kv*hd used); scratch: n_threads * ATTN_QUERY_BLOCK * (n_past + T) floats.  Query t (position p = n_past + t) sees
-    // positions 0 .. p, or with n_window > 0 (sliding-window attention) only p - n_window + 1 .. p.
+    // floats (n_head_kv*hd used); scratch: n_threads * ATTN_QUERY_BLOCK * (n_past + T) floats.  Query t (position
+    // p = n_past + t) sees positions 0 .. p, or with n_window > 0 (sliding-window attention) only p - n_window + 1 .. p.
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
                       int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -14,36 +15,30 @@
 
 namespace pyinfer {
 
-// *mx = the largest of x (n); false if any is NaN or +inf.  SSE2 (every x86-64) where there is one: the scalar
-// loop does not vectorize (a > b ? a : b keeps NaN semantics the compiler must honor).
-static bool block_max(float* mx, const float* x, int64_t n) {
+// *mx = the largest of x (n); false if any is NaN or +inf.  float in SSE2 (every x86-64) where there is one: the
+// scalar loop does not vectorize (a > b ? a : b keeps NaN semantics the compiler must honor).
+template <typename T>
+static bool block_max(T* mx, const T* x, int64_t n) {
+    const T inf = std::numeric_limits<T>::infinity();
     int64_t i = 0;
-    float m = -std::numeric_limits<float>::infinity();
+    T m = -inf;
 #if defined(__SSE2__)
-    const __m128 inf = _mm_set1_ps(std::numeric_limits<float>::infinity());
-    __m128 mv = _mm_set1_ps(m), bad = _mm_setzero_ps();
-    for (; i + 4 <= n; i += 4) {
-        const __m128 v = _mm_loadu_ps(x + i);
-        mv = _mm_max_ps(mv, v);
-        bad = _mm_or_ps(bad, _mm_cmpnlt_ps(v, inf));  // not (v < inf): NaN or +inf
+    if constexpr (std::is_same<T, float>::value) {
+        const __m128 infv = _mm_set1_ps(inf);
+        __m128 mv = _mm_set1_ps(m), bad = _mm_setzero_ps();
+        for (; i + 4 <= n; i += 4) {
+            const __m128 v = _mm_loadu_ps(x + i);
+            mv = _mm_max_ps(mv, v);
+            bad = _mm_or_ps(bad, _mm_cmpnlt_ps(v, infv));  // not (v < inf): NaN or +inf
+        }
+        if (_mm_movemask_ps(bad)) return false;
+        alignas(16) float t[4];
+        _mm_store_ps(t, mv);
+        m = std::max(std::max(t[0], t[1]), std::max(t[2], t[3]));
     }
-    if (_mm_movemask_ps(bad)) return false;
-    alignas(16) float t[4];
-    _mm_store_ps(t, mv);
-    m = std::max(std::max(t[0], t[1]), std::max(t[2], t[3]));
 #endif
     for (; i < n; i++) {
-        if (!(x[i] < std::numeric_limits<float>::infinity())) return false;
-        m = std::max(m, x[i]);
-    }
-    *mx = m;
-    return true;
-}
-
-static bool block_max(double* mx, const double* x, int64_t n) {
-    double m = -std::numeric_limits<double>::infinity();
-    for (int64_t i = 0; i < n; i++) {
-        if (!(x[i] < std::numeric_limits<double>::infinity())) return false;
+        if (!(x[i] < inf)) return false;
         m = std::max(m, x[i]);
     }
     *mx = m;
