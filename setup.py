@@ -71,6 +71,8 @@ class BuildExt(build_ext):
 ext = Pybind11Extension(
     "pyinfer._ext",
     sorted(glob("csrc/**/*.cpp", recursive=True)),
+    # headers and the kernel bodies that *_ref/_avx2/_avx512.cpp include: an edit to one rebuilds the extension
+    depends=sorted(glob("csrc/**/*.h", recursive=True) + glob("csrc/**/*.inc", recursive=True)),
     cxx_std=17,
 )
 

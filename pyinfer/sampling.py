@@ -11,6 +11,8 @@ temperature <= 0 is an exact argmax: of the raw logits when no bias or penalty i
 them (llama.cpp: "greedy with penalties applies penalties first"); the lowest id wins ties. Off values change nothing:
 top_k=0 (or >= n_vocab), top_p=1, min_p=0, typical_p=1, repeat_penalty=1, frequency/presence_penalty=0,
 repeat_last_n=0, no logit bias. Probabilities are computed in float64.
+The functions here are the spec. sample() runs two parts of the chain in C++ (_ext.sampling, held to them by the
+tests): top-k with the logit bias over all n_vocab raw logits, and the tail top-p -> min-p -> temperature -> draw.
 Not here: the decode loop and stop conditions (generate.py), beam search (beam_search.py), grammars, DRY, XTC,
 mirostat.
 """
@@ -30,6 +32,9 @@ TOP_P_SLACK = 1e-12
 
 # The chain after the logit bias, as llama.cpp's default `--samplers` (its dry, top_n_sigma and xtc are not here).
 DEFAULT_ORDER = ("penalties", "top_k", "typical_p", "top_p", "min_p", "temperature")
+
+# The chain's end that sample() hands to C++ with the draw (_ext.sampling.tail), in this order.
+TAIL = ("top_p", "min_p", "temperature")
 
 # llama.cpp's defaults (common/common.h, common_params_sampling) for what generate() and `pyinfer run` expose.
 DEFAULT_MIN_P = 0.05
@@ -184,9 +189,14 @@ def select_greedy(logits):
 
 def select_dist(logits, ids, rng):
     """Draw one id from softmax(logits) over the candidates with the generator rng (one uniform per draw)."""
+    return _draw(logits, ids, rng.random())
+
+
+def _draw(logits, ids, u):
+    """select_dist with its uniform u in [0, 1) drawn."""
     probs = softmax(logits)  # [n_cand]
     cdf = np.cumsum(probs)  # [n_cand]
-    u = rng.random() * cdf[-1]  # in [0, total)
+    u = u * cdf[-1]  # in [0, total)
     i = int(np.searchsorted(cdf, u, side="right"))  # first i with cdf[i] > u: zero-probability entries never win
     if i >= probs.shape[0]:  # u rounded up onto the total: take the last candidate that has any mass
         i = int(np.flatnonzero(probs)[-1])
@@ -287,7 +297,9 @@ class Sampler:
         self.repeat_last_n = int(repeat_last_n)
         self.order = order
         self.logit_bias_ids, self.logit_bias_values = parse_logit_bias(logit_bias)
-        self._biased_ids = np.unique(self.logit_bias_ids)  # the distinct biased ids, ascending (_top_k_first)
+        self._n_biased = np.unique(self.logit_bias_ids).size  # distinct biased ids (_top_k_first)
+        # numpy calls cost ~30 us each on a token's cold cache: what never changes is worked out here
+        self._max_bias_id = int(self.logit_bias_ids.max()) if self.logit_bias_ids.size else -1
         self.seed = None if seed is None else int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.penalties_on = self.repeat_last_n > 0 and not (
@@ -306,6 +318,30 @@ class Sampler:
         self.chain = [("logit_bias", self._apply_logit_bias)] + [(name, steps[name]) for name in order]
         # the steps that can move an argmax (the filters keep the most probable candidate, temperature scales)
         self._greedy_chain = [(n, f) for n, f in self.chain if n in ("logit_bias", "penalties")]
+        self._head, self._tail, self._tail_params = self._split_tail()
+
+    def _is_off(self, name):
+        """Whether the step changes nothing whatever the logits (top_k's off value >= n_vocab is not known here)."""
+        return {"penalties": not self.penalties_on, "top_k": self.top_k <= 0, "typical_p": self.typical_p >= 1.0,
+                "top_p": self.top_p >= 1.0, "min_p": self.min_p <= 0.0, "temperature": self.temperature == 1.0,
+                "logit_bias": False}[name]
+
+    def _split_tail(self):
+        """(head, tail, (top_p, min_p, temperature)): the chain's last steps that _ext.sampling.tail runs with the
+        draw in one C++ call (sample()), the steps before them, and the tail's parameters (off where absent). The
+        tail is the longest end of the chain whose active steps come in TAIL's order; steps that are off may sit
+        anywhere in it."""
+        head, tail = list(self.chain), []
+        while len(head) > 1:  # the logit bias stays in the head
+            name = head[-1][0]
+            later = [n for n, _ in tail if not self._is_off(n)]
+            if not (self._is_off(name) or (name in TAIL and (not later or TAIL.index(name) < TAIL.index(later[0])))):
+                break
+            tail.insert(0, head.pop())
+        names = {n for n, _ in tail}
+        params = (self.top_p if "top_p" in names else 1.0, self.min_p if "min_p" in names else 0.0,
+                  self.temperature if "temperature" in names else 1.0)
+        return head, tail, params
 
     # --- history (penalties) --------------------------------------------------------------------------------
     def accept(self, token_id):
@@ -351,9 +387,8 @@ class Sampler:
         return self.temperature <= 0.0
 
     def _check_bias_ids(self, n_vocab):
-        if self.logit_bias_ids.size and int(self.logit_bias_ids.max()) >= n_vocab:
-            raise ValueError(f"logit_bias: token id {int(self.logit_bias_ids.max())} is out of range for a "
-                             f"vocabulary of {n_vocab}")
+        if self._max_bias_id >= n_vocab:
+            raise ValueError(f"logit_bias: token id {self._max_bias_id} is out of range for a vocabulary of {n_vocab}")
 
     def _ids(self, n):
         """np.arange(n) int64, made once per vocabulary size (read-only): a fresh 400 kB array per token costs
@@ -370,25 +405,24 @@ class Sampler:
         k + b largest raw logits hold every unbiased member of the biased top k (at most b of them can be outranked
         by biased ids only), so the bias and top-k then run on those and the biased ids alone: the same float64
         values, the same candidates, ties included. Returns (x, ids, rest of chain) or None."""
+        i = self._top_k_index(chain)
+        k = self.top_k
+        if i is None or k <= 0 or k + self._n_biased >= x.shape[0]:
+            return None
+        # one C++ pass over the raw logits (tests: equal to apply_logit_bias then apply_top_k), which also rejects
+        # NaN / +inf as _check_logits does
+        ids, vals = _ext.sampling.top_k(np.ascontiguousarray(x), k, self.logit_bias_ids, self.logit_bias_values)
+        return vals, ids, chain[i + 1:]
+
+    def _top_k_index(self, chain):
+        """Where top-k sits in chain if only the logit bias and penalties that are off come before it, else None."""
         names = [n for n, _ in chain]
         if "top_k" not in names:
             return None
         i = names.index("top_k")
         if any(n not in ("logit_bias", "penalties") or (n == "penalties" and self.penalties_on) for n in names[:i]):
             return None
-        biased, k = self._biased_ids, self.top_k
-        if k <= 0 or k + biased.size >= x.shape[0]:
-            return None
-        xc = np.ascontiguousarray(x)
-        # the k (+ b) largest raw logits, ascending ids, in one C++ pass that also rejects NaN / +inf as
-        # _check_logits does (tests: equal to top_k_positions)
-        keep = _ext.sampling.top_k(xc, k + biased.size)
-        if not biased.size:
-            return xc[keep].astype(np.float64), keep, chain[i + 1:]
-        cand = np.union1d(keep, biased)  # [<= k + 2b] ascending ids
-        vals, cand = apply_logit_bias(xc[cand].astype(np.float64), cand, self.logit_bias_ids, self.logit_bias_values)
-        vals, cand = apply_top_k(vals, cand, k)
-        return vals, cand, chain[i + 1:]
+        return i
 
     def _run(self, logits, chain):
         x = _check_shape(logits)
@@ -425,8 +459,14 @@ class Sampler:
         """logits [n_vocab] (any float dtype) -> the next token id (int)."""
         if self.greedy:
             return self._greedy_pick(logits)
-        x, ids = self.candidates(logits)
-        return select_dist(x, ids, self.rng)
+        x, ids = self._run(logits, self._head)
+        u = self.rng.random()
+        i = _ext.sampling.tail(np.ascontiguousarray(x, dtype=np.float64), *self._tail_params, u)
+        if i >= 0:
+            return int(ids[i])
+        for _, proc in self._tail:  # no finite logit to draw by: the spec decides, with the same uniform
+            x, ids = proc(x, ids)
+        return _draw(x, ids, u)
 
     # --- RNG state (to resume a seeded run exactly) ---------------------------------------------------------
     def get_rng_state(self):

@@ -524,14 +524,95 @@ def test_cpp_top_k_equals_its_spec(dtype):
             if trial == 5:
                 x[:] = -np.inf
             for k in sorted({1, 2, n // 2, n - 1} & set(range(1, n))):
-                assert np.array_equal(_ext.sampling.top_k(x, k), top_k_positions(x, k)), (n, trial, k)
+                assert np.array_equal(_ext.sampling.top_k(x, k)[0], top_k_positions(x, k)), (n, trial, k)
     for bad in (np.nan, np.inf):
         for at in (0, 5, 999):
             x = rng.standard_normal(1000).astype(dtype)
             x[at] = bad
             with pytest.raises(ValueError, match="NaN or \\+inf"):
                 _ext.sampling.top_k(x, 40)
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(ValueError, match="k plus"):
         _ext.sampling.top_k(np.zeros(5, dtype), 5)
+    with pytest.raises(ValueError, match="k plus"):
+        _ext.sampling.top_k(np.zeros(5, dtype), 3, np.array([1, 2, 2]), np.ones(3))
+    with pytest.raises(ValueError, match="bias_ids must be in"):
+        _ext.sampling.top_k(np.zeros(5, dtype), 1, np.array([5]), np.ones(1))
+    with pytest.raises(ValueError, match="same length"):
+        _ext.sampling.top_k(np.zeros(5, dtype), 1, np.array([1]), np.ones(2))
     with pytest.raises(ValueError, match="float32 or float64"):
         _ext.sampling.top_k(np.zeros(5, np.float16), 2)
+
+
+def test_cpp_tail_draws_as_the_python_chain():
+    """sample() hands the chain's end (top-p -> min-p -> temperature) and the draw to _ext.sampling.tail. Its draws
+    equal select_dist's on the Python chain, uniform for uniform: random logits with ties and -inf, every order of the
+    tail steps (a step out of TAIL's order stays in Python), off steps between them, and no finite logit (the C++
+    side declines; the spec decides with the same uniform)."""
+    from pyinfer.sampling import TAIL, select_dist
+    rng = np.random.default_rng(21)
+    orders = [None, ("top_k", "top_p", "min_p", "temperature"), ("top_k", "min_p", "top_p", "temperature"),
+              ("temperature", "top_k", "top_p", "min_p"), ("top_p", "top_k", "temperature", "min_p"),
+              ("top_k", "typical_p", "top_p", "penalties", "min_p"), ("min_p",)]
+    params = [dict(), dict(top_k=0, top_p=0.5), dict(top_p=0.3, min_p=0.2, temperature=0.4),
+              dict(top_k=7, top_p=1.0, min_p=0.0, temperature=1.7), dict(top_k=0, top_p=0.9, typical_p=0.8),
+              dict(repeat_penalty=1.2, top_p=0.7), dict(logit_bias={3: 1.5, 8: -np.inf}, min_p=0.3)]
+    for order in orders:
+        for kw in params:
+            kw = dict(kw, min_p=kw.get("min_p", 0.05), **({"order": order} if order else {}))
+            fast, slow = Sampler(seed=3, **kw), Sampler(seed=3, **kw)
+            active = [n for n, _ in fast._tail if not fast._is_off(n)]
+            assert active == [n for n in TAIL if n in active], (order, kw)  # the C++ order
+            for step in range(60):
+                x = (rng.standard_normal(200) * 3).astype(np.float32)
+                x[rng.integers(0, 200, 5)] = np.sort(x)[-10]  # ties inside the candidates
+                if step % 4 == 0:
+                    x[rng.integers(0, 200, 30)] = -np.inf
+                if step == 7:
+                    x[:] = -np.inf  # nothing finite: softmax is NaN in both; the Python spec draws
+                with np.errstate(invalid="ignore"):  # step 7's NaN softmax
+                    want = select_dist(*slow.candidates(x), slow.rng)
+                    assert fast.sample(x) == want, (order, kw, step)
+                fast.accept(want)
+                slow.accept(want)
+    # where the tail splits: the logit bias and any active step out of TAIL's order stay in the head
+    s = Sampler(top_k=5, top_p=0.9, min_p=0.1, temperature=0.7)
+    assert [n for n, _ in s._head] == ["logit_bias", "penalties", "top_k"]  # typical_p is off: in the tail
+    assert s._tail_params == (0.9, 0.1, 0.7)
+    s = Sampler(top_p=0.9, min_p=0.1, temperature=0.7, order=("top_p", "temperature", "min_p"))
+    assert [n for n, _ in s._head] == ["logit_bias", "top_p", "temperature"] and s._tail_params == (1.0, 0.1, 1.0)
+
+
+def test_cpp_tail_at_cumulative_boundaries():
+    """With u * total landing exactly on a cumulative probability, select_dist takes the next candidate: the C++ tail
+    must sum the probabilities in numpy's order (np.sum pairwise, np.cumsum sequential) to agree. Checked where this
+    numpy's float64 exp is the C library's (numpy has its own exp on some AVX-512 CPUs; the draws above hold
+    everywhere)."""
+    from pyinfer import _ext
+    from pyinfer.sampling import _draw
+    rng = np.random.default_rng(22)
+    checked = 0
+    for n in (1, 3, 7, 8, 9, 16, 40, 127, 128, 129, 300, 1000):
+        x = rng.standard_normal(n) * 2
+        e = x - x.max()
+        if not all(np.exp(v) == math.exp(v) for v in e):
+            continue
+        p = softmax(x)
+        cdf = np.cumsum(p)
+        for j in range(0, n, max(1, n // 12)):
+            u = cdf[j] / cdf[-1]
+            if u >= 1.0 or u * cdf[-1] != cdf[j]:
+                continue  # this boundary is not reachable with one multiplication
+            ids = np.arange(n)
+            assert _ext.sampling.tail(x, 1.0, 0.0, 1.0, u) == _draw(x, ids, u) == min(j + 1, n - 1), (n, j)
+            checked += 1
+        cum = np.cumsum(p[np.argsort(-x, kind="stable")])  # top-p's cumulative sums, most probable first
+        for top_p in (0.3, 0.9, cum[n // 2] + 1e-12):  # the last: on a cumulative sum plus the slack
+            if top_p <= 1.0:
+                for u in (0.0, 0.5, 0.999999):
+                    assert _ext.sampling.tail(x, top_p, 0.0, 1.0, u) == _draw(*apply_top_p(x, np.arange(n), top_p), u)
+    assert checked > 20
+    for bad, msg in [(dict(top_p=0.0), "top_p"), (dict(min_p=1.5), "min_p"), (dict(temperature=0.0), "temperature"),
+                     (dict(u=1.0), "u must"), (dict(x=np.zeros(0)), "empty"), (dict(x=np.zeros(3, np.float32)), "dtype")]:
+        args = dict(dict(x=np.zeros(3), top_p=1.0, min_p=0.0, temperature=1.0, u=0.5), **bad)
+        with pytest.raises(ValueError, match=msg):
+            _ext.sampling.tail(args["x"], args["top_p"], args["min_p"], args["temperature"], args["u"])

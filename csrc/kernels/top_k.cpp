@@ -1,9 +1,11 @@
 // top_k_positions (top_k.h): a heap of the k best (value, position) pairs, best = larger value, then lower
 // position; blocks of 64 values whose maximum cannot enter the heap are skipped after one SIMD pass, which
-// also catches NaN and +inf.  The Python spec is pyinfer.sampling.top_k_positions (the tests compare the two).
+// also catches NaN and +inf.  The Python spec is pyinfer.sampling.top_k_positions (the tests compare the two);
+// top_k_biased's is apply_logit_bias then apply_top_k.
 #include "top_k.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -76,7 +78,39 @@ bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k) {
     return true;
 }
 
+// The k + b largest raw values hold every unbiased member of the biased top k (at most b of them can be outranked by
+// biased ids alone); those and the biased ids get the bias in float64, and the top k of them is the answer.
+template <typename T>
+bool top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T* x, int64_t n, int64_t k,
+                  const int64_t* bias_ids, const double* bias_vals, int64_t n_bias) {
+    std::vector<int64_t> biased(bias_ids, bias_ids + n_bias);
+    std::sort(biased.begin(), biased.end());
+    biased.erase(std::unique(biased.begin(), biased.end()), biased.end());
+    std::vector<int64_t> keep(k + biased.size()), cand;
+    if (!top_k_positions(keep.data(), x, n, (int64_t)keep.size())) return false;
+    std::set_union(keep.begin(), keep.end(), biased.begin(), biased.end(), std::back_inserter(cand));
+    std::vector<double> v(cand.size());  // (n_cand) float64 logits of the candidates, ascending ids
+    for (size_t i = 0; i < cand.size(); i++) v[i] = (double)x[cand[i]];
+    for (int64_t j = 0; j < n_bias; j++)  // in the listed order, as np.add.at: an id listed twice gets both
+        v[std::lower_bound(cand.begin(), cand.end(), bias_ids[j]) - cand.begin()] += bias_vals[j];
+    if (biased.empty()) {  // cand is the top k
+        *ids = std::move(cand);
+        *vals = std::move(v);
+        return true;
+    }
+    std::vector<int64_t> top(k);  // positions among the candidates: never NaN or +inf (x and biases are not)
+    top_k_positions(top.data(), v.data(), (int64_t)v.size(), k);
+    ids->resize(k);
+    vals->resize(k);
+    for (int64_t i = 0; i < k; i++) (*ids)[i] = cand[top[i]], (*vals)[i] = v[top[i]];
+    return true;
+}
+
 template bool top_k_positions<float>(int64_t*, const float*, int64_t, int64_t);
 template bool top_k_positions<double>(int64_t*, const double*, int64_t, int64_t);
+template bool top_k_biased<float>(std::vector<int64_t>*, std::vector<double>*, const float*, int64_t, int64_t,
+                                  const int64_t*, const double*, int64_t);
+template bool top_k_biased<double>(std::vector<int64_t>*, std::vector<double>*, const double*, int64_t, int64_t,
+                                   const int64_t*, const double*, int64_t);
 
 }  // namespace pyinfer

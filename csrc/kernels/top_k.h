@@ -2,6 +2,7 @@
 // runs first, on the raw logits).  Generic code, one compilation: the result is the same on every CPU.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace pyinfer {
 
@@ -9,5 +10,12 @@ namespace pyinfer {
 // positions are kept.  0 < k < n.  Returns false, writing nothing, if x holds NaN or +inf (-inf is a value).
 template <typename T>
 bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k);
+
+// The default chain's head: the k largest of x (n) after a logit bias (bias_vals[j] added to x[bias_ids[j]] in
+// float64, each entry in turn; -inf bans): k ids ascending and their float64 values; ties keep the lowest ids.
+// 0 < k, k + (distinct bias ids) < n, bias ids in [0, n).  Returns false, writing nothing, if x holds NaN or +inf.
+template <typename T>
+bool top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T* x, int64_t n, int64_t k,
+                  const int64_t* bias_ids, const double* bias_vals, int64_t n_bias);
 
 }  // namespace pyinfer
