@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <ctime>
 #include <cstdlib>
 #include <mutex>
 #include <system_error>
@@ -16,7 +17,6 @@
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -30,10 +30,11 @@ namespace {
 
 constexpr int SPIN_US_DEFAULT = 100;  // covers the gaps between a decode step's jobs; a token's sampling sleeps
 constexpr int MAX_THREADS = 256;
-// A worker preempted PREEMPT_MAX times within PREEMPT_WINDOW_MS sleeps between jobs for the next PASSIVE_MS.  An
-// idle machine preempts a spinning worker ~15 times a second (daemons, timers); beside a busy process, hundreds.
-constexpr int PREEMPT_MAX = 4, PREEMPT_WINDOW_MS = 100, PASSIVE_MS = 500;
-constexpr int PREEMPT_CHECK_JOBS = 32;
+// A worker that waited for a core (runnable, not running) more than 1 / WAITED_MAX_PART of a WINDOW_MS window sleeps
+// between jobs for the next PASSIVE_MS.  On an idle machine a spinning worker waits ~1 % of the time; beside a busy
+// process, ~half.  (Counting involuntary switches instead, 4 per 100 ms, could not tell the two apart on a VM: idle
+// windows saw 1-4 switches, busy ones 0-8; a false alarm made decode at -t 2 ~13 % slower for half a second.)
+constexpr int WAITED_MAX_PART = 5, WINDOW_MS = 100, PASSIVE_MS = 500;
 
 thread_local int t_num_threads = 0;   // 0: default_threads()
 thread_local bool t_in_worker = false;
@@ -110,12 +111,11 @@ int64_t run_items(Pool* p, uint32_t g, Job& j, int tid) {
     return ranges;
 }
 
-// Involuntary context switches of the calling thread so far (-1 where unknown): the sign of another process wanting
-// this core.
-long involuntary_switches() {
-#if defined(__linux__) && defined(RUSAGE_THREAD)
-    struct rusage u;
-    if (getrusage(RUSAGE_THREAD, &u) == 0) return u.ru_nivcsw;
+// CPU time the calling thread has used, in ns (-1 where unknown).
+int64_t thread_cpu_ns() {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+    timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 #endif
     return -1;
 }
@@ -123,24 +123,26 @@ long involuntary_switches() {
 // seen: the last generation before this worker started (it joins the job that started it).
 // Between jobs a worker spins for spin_us, then sleeps.  A spinning thread uses up its share of a core that another
 // process also wants, and the scheduler then takes the core away for a whole time slice, often while the thread holds
-// a range the caller waits for: beside a busy process, spinning made -t 2 slower than -t 1.  So a worker that is
-// preempted often (its involuntary switch count grows) sleeps at once between jobs for a while; woken, it preempts
+// a range the caller waits for: beside a busy process, spinning made -t 2 slower than -t 1.  So a worker that waits
+// for a core often (wall time - CPU time - time asleep) sleeps at once between jobs for a while; woken, it preempts
 // the busy process instead.
 void worker_main(Pool* p, int tid, uint32_t seen) {
     using clock = std::chrono::steady_clock;
+    using ns = std::chrono::nanoseconds;
     t_in_worker = true;
     const auto spin = std::chrono::microseconds(pool_spin_us());
     clock::time_point passive_until = clock::now(), window = passive_until;
-    long switches = involuntary_switches();
-    int jobs = 0;
-    auto check_preempted = [&] {  // a syscall: once per PREEMPT_CHECK_JOBS jobs and before each sleep
-        const long s = involuntary_switches();
+    int64_t cpu0 = thread_cpu_ns(), slept = 0;  // the window's start in CPU time; ns asleep in it (wake-ups included)
+    auto check_waited = [&] {  // after each job and before each sleep; a syscall once per window
         const clock::time_point now = clock::now();
-        if (s - switches >= PREEMPT_MAX) passive_until = now + std::chrono::milliseconds(PASSIVE_MS);
-        if (s - switches >= PREEMPT_MAX || now - window > std::chrono::milliseconds(PREEMPT_WINDOW_MS)) {
-            switches = s;
-            window = now;
-        }
+        const int64_t wall = std::chrono::duration_cast<ns>(now - window).count();
+        if (wall < (int64_t)WINDOW_MS * 1000000) return;
+        const int64_t cpu = thread_cpu_ns();
+        if (cpu >= 0 && cpu0 >= 0 && (wall - (cpu - cpu0) - slept) * WAITED_MAX_PART > wall)
+            passive_until = now + std::chrono::milliseconds(PASSIVE_MS);
+        window = now;
+        cpu0 = cpu;
+        slept = 0;
     };
     for (;;) {
         uint32_t g;
@@ -150,11 +152,13 @@ void worker_main(Pool* p, int tid, uint32_t seen) {
         while ((g = p->gen.load(std::memory_order_acquire)) == seen) {
             cpu_relax();
             if (passive || (++it % 64 == 0 && clock::now() - t0 > spin)) {
-                check_preempted();
+                check_waited();
                 p->sleeping.fetch_add(1);
+                const clock::time_point s0 = clock::now();
                 if (p->gen.load() == seen) futex_wait(&p->gen, seen);  // the caller wakes us if it saw sleeping > 0
-                p->sleeping.fetch_sub(1);
                 t0 = clock::now();
+                slept += std::chrono::duration_cast<ns>(t0 - s0).count();
+                p->sleeping.fetch_sub(1);
                 passive = t0 < passive_until;
             }
         }
@@ -164,7 +168,7 @@ void worker_main(Pool* p, int tid, uint32_t seen) {
             const int64_t r = run_items(p, g, j, tid);
             if (r) p->worker_chunks.fetch_add(r, std::memory_order_relaxed);
         }
-        if (++jobs % PREEMPT_CHECK_JOBS == 0) check_preempted();
+        check_waited();
     }
 }
 
