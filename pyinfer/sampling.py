@@ -411,8 +411,10 @@ class Sampler:
             return None
         # one C++ pass over the raw logits (tests: equal to apply_logit_bias then apply_top_k), which also rejects
         # NaN / +inf as _check_logits does
-        ids, vals = _ext.sampling.top_k(np.ascontiguousarray(x), k, self.logit_bias_ids, self.logit_bias_values)
-        return vals, ids, chain[i + 1:]
+        r = _ext.sampling.top_k(np.ascontiguousarray(x), k, self.logit_bias_ids, self.logit_bias_values)
+        if r is None:  # biases summed to +inf on an id: the general chain decides
+            return None
+        return r[1], r[0], chain[i + 1:]
 
     def _top_k_index(self, chain):
         """Where top-k sits in chain if only the logit bias and penalties that are off come before it, else None."""

@@ -12,16 +12,17 @@
 namespace pyinfer {
 
 template <typename T>
-static py::tuple top_k_t(const py::array& x, int64_t k, const int64_t* bias_ids, const double* bias_vals,
+static py::object top_k_t(const py::array& x, int64_t k, const int64_t* bias_ids, const double* bias_vals,
                          int64_t n_bias) {
     std::vector<int64_t> ids;
     std::vector<double> vals;
-    bool ok;
+    TopK r;
     {
         py::gil_scoped_release nogil;
-        ok = top_k_biased(&ids, &vals, static_cast<const T*>(x.data()), x.shape(0), k, bias_ids, bias_vals, n_bias);
+        r = top_k_biased(&ids, &vals, static_cast<const T*>(x.data()), x.shape(0), k, bias_ids, bias_vals, n_bias);
     }
-    if (!ok) throw std::invalid_argument("logits contain NaN or +inf; the model produced invalid values");
+    if (r == TopK::BAD_LOGITS) throw std::invalid_argument("logits contain NaN or +inf; the model produced invalid values");
+    if (r == TopK::BIAS_OVERFLOW) return py::none();
     py::array_t<int64_t> i(ids.size());
     py::array_t<double> v(vals.size());
     std::copy(ids.begin(), ids.end(), i.mutable_data());
@@ -30,8 +31,9 @@ static py::tuple top_k_t(const py::array& x, int64_t k, const int64_t* bias_ids,
 }
 
 // logits (n,) float32|float64, k, a logit bias (ids (b,) int64, values (b,) float64; None: none) -> (ids (k,) int64
-// ascending, their biased logits (k,) float64): the k largest after the bias, ties keeping the lowest ids
-static py::tuple top_k_py(const py::array& x, int64_t k, const py::object& bias_ids, const py::object& bias_vals) {
+// ascending, their biased logits (k,) float64): the k largest after the bias, ties keeping the lowest ids; None where
+// biases summed to +inf on an id
+static py::object top_k_py(const py::array& x, int64_t k, const py::object& bias_ids, const py::object& bias_vals) {
     check_arg(x.ndim() == 1 && (x.flags() & py::array::c_style), "logits must be a C-contiguous 1-D array");
     const int64_t n = x.shape(0);
     const int64_t* bi = nullptr;
@@ -73,7 +75,7 @@ void register_sampling(py::module_& m) {
     s.def("top_k", &top_k_py, py::arg("logits"), py::arg("k"), py::arg("bias_ids") = py::none(),
           py::arg("bias_values") = py::none(),
           "(ids, float64 logits) of the k largest logits after the logit bias, ids ascending; ties at the k-th value "
-          "keep the lowest ids; ValueError on NaN or +inf");
+          "keep the lowest ids; ValueError on NaN or +inf; None where biases on one id summed to +inf");
     s.def("tail", &tail_py, py::arg("logits"), py::arg("top_p"), py::arg("min_p"), py::arg("temperature"),
           py::arg("u"),
           "top-p -> min-p -> temperature on the candidates' float64 logits, then the draw with the uniform u: the "

@@ -81,13 +81,13 @@ bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k) {
 // The k + b largest raw values hold every unbiased member of the biased top k (at most b of them can be outranked by
 // biased ids alone); those and the biased ids get the bias in float64, and the top k of them is the answer.
 template <typename T>
-bool top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T* x, int64_t n, int64_t k,
+TopK top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T* x, int64_t n, int64_t k,
                   const int64_t* bias_ids, const double* bias_vals, int64_t n_bias) {
     std::vector<int64_t> biased(bias_ids, bias_ids + n_bias);
     std::sort(biased.begin(), biased.end());
     biased.erase(std::unique(biased.begin(), biased.end()), biased.end());
     std::vector<int64_t> keep(k + biased.size()), cand;
-    if (!top_k_positions(keep.data(), x, n, (int64_t)keep.size())) return false;
+    if (!top_k_positions(keep.data(), x, n, (int64_t)keep.size())) return TopK::BAD_LOGITS;
     std::set_union(keep.begin(), keep.end(), biased.begin(), biased.end(), std::back_inserter(cand));
     std::vector<double> v(cand.size());  // (n_cand) float64 logits of the candidates, ascending ids
     for (size_t i = 0; i < cand.size(); i++) v[i] = (double)x[cand[i]];
@@ -96,21 +96,22 @@ bool top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T*
     if (biased.empty()) {  // cand is the top k
         *ids = std::move(cand);
         *vals = std::move(v);
-        return true;
+        return TopK::OK;
     }
-    std::vector<int64_t> top(k);  // positions among the candidates: never NaN or +inf (x and biases are not)
-    top_k_positions(top.data(), v.data(), (int64_t)v.size(), k);
+    std::vector<int64_t> top(k);  // positions among the candidates
+    if (!top_k_positions(top.data(), v.data(), (int64_t)v.size(), k))
+        return TopK::BIAS_OVERFLOW;  // two huge biases on one id summed to +inf (x holds no NaN / +inf by now)
     ids->resize(k);
     vals->resize(k);
     for (int64_t i = 0; i < k; i++) (*ids)[i] = cand[top[i]], (*vals)[i] = v[top[i]];
-    return true;
+    return TopK::OK;
 }
 
 template bool top_k_positions<float>(int64_t*, const float*, int64_t, int64_t);
 template bool top_k_positions<double>(int64_t*, const double*, int64_t, int64_t);
-template bool top_k_biased<float>(std::vector<int64_t>*, std::vector<double>*, const float*, int64_t, int64_t,
+template TopK top_k_biased<float>(std::vector<int64_t>*, std::vector<double>*, const float*, int64_t, int64_t,
                                   const int64_t*, const double*, int64_t);
-template bool top_k_biased<double>(std::vector<int64_t>*, std::vector<double>*, const double*, int64_t, int64_t,
+template TopK top_k_biased<double>(std::vector<int64_t>*, std::vector<double>*, const double*, int64_t, int64_t,
                                    const int64_t*, const double*, int64_t);
 
 }  // namespace pyinfer
