@@ -13,13 +13,14 @@ namespace pyinfer {
 
 template <typename T>
 static py::object top_k_t(const py::array& x, int64_t k, const int64_t* bias_ids, const double* bias_vals,
-                         int64_t n_bias) {
+                          int64_t n_bias, const std::vector<int64_t>& biased) {
     std::vector<int64_t> ids;
     std::vector<double> vals;
     TopK r;
     {
         py::gil_scoped_release nogil;
-        r = top_k_biased(&ids, &vals, static_cast<const T*>(x.data()), x.shape(0), k, bias_ids, bias_vals, n_bias);
+        r = top_k_biased(&ids, &vals, static_cast<const T*>(x.data()), x.shape(0), k, bias_ids, bias_vals, n_bias,
+                         biased);
     }
     if (r == TopK::BAD_LOGITS) throw std::invalid_argument("logits contain NaN or +inf; the model produced invalid values");
     if (r == TopK::BIAS_OVERFLOW) return py::none();
@@ -38,7 +39,8 @@ static py::object top_k_py(const py::array& x, int64_t k, const py::object& bias
     const int64_t n = x.shape(0);
     const int64_t* bi = nullptr;
     const double* bv = nullptr;
-    int64_t nb = 0, nb_distinct = 0;
+    int64_t nb = 0;
+    std::vector<int64_t> distinct;  // the distinct bias ids, ascending
     if (!bias_ids.is_none() || !bias_vals.is_none()) {
         const py::array ids = bias_ids.cast<py::array>(), vals = bias_vals.cast<py::array>();
         checked<int64_t>(ids, "bias_ids", 1);
@@ -47,14 +49,14 @@ static py::object top_k_py(const py::array& x, int64_t k, const py::object& bias
         bi = static_cast<const int64_t*>(ids.data());
         bv = static_cast<const double*>(vals.data());
         nb = ids.shape(0);
-        std::vector<int64_t> distinct(bi, bi + nb);
+        distinct.assign(bi, bi + nb);
         std::sort(distinct.begin(), distinct.end());
         check_arg(nb == 0 || (distinct.front() >= 0 && distinct.back() < n), "bias_ids must be in [0, n_vocab)");
-        nb_distinct = std::unique(distinct.begin(), distinct.end()) - distinct.begin();
+        distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
     }
-    check_arg(k > 0 && k + nb_distinct < n, "k plus the distinct biased ids must be in (0, n_vocab)");
-    if (x.dtype().is(py::dtype::of<float>())) return top_k_t<float>(x, k, bi, bv, nb);
-    if (x.dtype().is(py::dtype::of<double>())) return top_k_t<double>(x, k, bi, bv, nb);
+    check_arg(k > 0 && k + (int64_t)distinct.size() < n, "k plus the distinct biased ids must be in (0, n_vocab)");
+    if (x.dtype().is(py::dtype::of<float>())) return top_k_t<float>(x, k, bi, bv, nb, distinct);
+    if (x.dtype().is(py::dtype::of<double>())) return top_k_t<double>(x, k, bi, bv, nb, distinct);
     throw std::invalid_argument("logits must be float32 or float64, got " + std::string(py::str(x.dtype())));
 }
 

@@ -82,10 +82,8 @@ bool top_k_positions(int64_t* out, const T* x, int64_t n, int64_t k) {
 // biased ids alone); those and the biased ids get the bias in float64, and the top k of them is the answer.
 template <typename T>
 TopK top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T* x, int64_t n, int64_t k,
-                  const int64_t* bias_ids, const double* bias_vals, int64_t n_bias) {
-    std::vector<int64_t> biased(bias_ids, bias_ids + n_bias);
-    std::sort(biased.begin(), biased.end());
-    biased.erase(std::unique(biased.begin(), biased.end()), biased.end());
+                  const int64_t* bias_ids, const double* bias_vals, int64_t n_bias,
+                  const std::vector<int64_t>& biased) {
     std::vector<int64_t> keep(k + biased.size()), cand;
     if (!top_k_positions(keep.data(), x, n, (int64_t)keep.size())) return TopK::BAD_LOGITS;
     std::set_union(keep.begin(), keep.end(), biased.begin(), biased.end(), std::back_inserter(cand));
@@ -110,8 +108,8 @@ TopK top_k_biased(std::vector<int64_t>* ids, std::vector<double>* vals, const T*
 template bool top_k_positions<float>(int64_t*, const float*, int64_t, int64_t);
 template bool top_k_positions<double>(int64_t*, const double*, int64_t, int64_t);
 template TopK top_k_biased<float>(std::vector<int64_t>*, std::vector<double>*, const float*, int64_t, int64_t,
-                                  const int64_t*, const double*, int64_t);
+                                  const int64_t*, const double*, int64_t, const std::vector<int64_t>&);
 template TopK top_k_biased<double>(std::vector<int64_t>*, std::vector<double>*, const double*, int64_t, int64_t,
-                                   const int64_t*, const double*, int64_t);
+                                   const int64_t*, const double*, int64_t, const std::vector<int64_t>&);
 
 }  // namespace pyinfer
