@@ -1,18 +1,20 @@
 """Byte-level BPE tokenizer (GPT-2, SmolLM, Llama 3, Qwen2 families): text -> token ids, ids -> bytes/text, and an
-incremental decoder for streaming. Pure Python (`regex` for pre-tokenization), tokenizing as llama.cpp does for the
-GGUF pre-tokenizer names it knows; reads GGUF-style token/merge lists, HF vocab.json+merges.txt or tokenizer.json.
-It does not implement SentencePiece-style vocabularies (tokenizer_spm.py), unigram models, normalizers, chat
-templates (chat.py), or BOS insertion (`add_bos` is metadata for the caller that builds the prompt).
+incremental decoder for streaming. Python (`regex` for pre-tokenization; the vocabulary's tables are built in C++ at
+load), tokenizing as llama.cpp does for the GGUF pre-tokenizer names it knows; reads GGUF-style token/merge lists,
+HF vocab.json+merges.txt or tokenizer.json. It does not implement SentencePiece-style vocabularies
+(tokenizer_spm.py), unigram models, normalizers, chat templates (chat.py), or BOS insertion (`add_bos` is metadata
+for the caller that builds the prompt).
 """
 import codecs
 import heapq
-import itertools
 import json
 import operator
 import os
 
 import numpy as np
 import regex
+
+from . import _ext
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pre-tokenizers: name -> a sequence of split regexes. Each regex splits every piece the previous one produced;
@@ -164,7 +166,10 @@ def gguf_special_tokens(tokens, token_types) -> tuple:
     if len(token_types) != len(tokens):
         raise ValueError(f"token_type has {len(token_types)} entries for {len(tokens)} tokens")
     special, user = {}, {}
-    for i, (t, ty) in enumerate(zip(tokens, token_types)):
+    named = LLAMA_CPP_USER_DEFINED_TEXTS | LLAMA_CPP_CONTROL_TEXTS  # a NORMAL token with another text is neither
+    for i in sorted({i for i, ty in enumerate(token_types) if ty != TOKEN_TYPE_NORMAL} |
+                    {i for i, t in enumerate(tokens) if t in named}):
+        t, ty = tokens[i], token_types[i]
         if not t:
             continue
         if t in LLAMA_CPP_USER_DEFINED_TEXTS or (ty == TOKEN_TYPE_USER_DEFINED and t not in LLAMA_CPP_CONTROL_TEXTS):
@@ -246,6 +251,9 @@ _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
 
 # The byte-level alphabet as a charmap codec table: char _BYTE_TO_CHAR[b] <-> byte b, one char per byte.
 _BYTE_LEVEL_CODEC = codecs.charmap_build("".join(_BYTE_TO_CHAR[b] for b in range(256)))
+# The same as a lookup table for _ext.tokenizer.token_bytes: code point -> byte, -1 outside the alphabet.
+_BYTE_LEVEL_TABLE = np.full(max(map(ord, _CHAR_TO_BYTE)) + 1, -1, np.int32)
+_BYTE_LEVEL_TABLE[list(map(ord, _CHAR_TO_BYTE))] = list(_CHAR_TO_BYTE.values())
 
 
 def _token_bytes(t: str) -> bytes:
@@ -257,30 +265,20 @@ def _token_bytes(t: str) -> bytes:
 
 
 def _tokens_bytes(tokens: list) -> list:
-    """[_token_bytes(t) or None] for a whole vocabulary: one encode of all tokens joined when every char is in the
-    byte table (each char is one byte, so the lengths carry over), else token by token."""
-    present = [t for t in tokens if t is not None]
-    try:
-        joined = codecs.charmap_encode("".join(present), "strict", _BYTE_LEVEL_CODEC)[0]
-    except UnicodeEncodeError:
-        return [None if t is None else _token_bytes(t) for t in tokens]
-    ends = list(itertools.accumulate(map(len, present)))
-    parts = iter([joined[a:b] for a, b in zip([0] + ends[:-1], ends)])
-    return [None if t is None else next(parts) for t in tokens]
+    """[_token_bytes(t) or None] for a whole vocabulary: in C++ when every char is in the byte table, else token by
+    token."""
+    out = _ext.tokenizer.token_bytes(tokens, _BYTE_LEVEL_TABLE)
+    return out if out is not None else [None if t is None else _token_bytes(t) for t in tokens]
 
 
-def _merge_table(merges, tok_id: dict, n_vocab: int) -> dict:
-    """{a * n_vocab + b: rank * n_vocab + id(a + b)} of merges ("a b" strings or [a, b] pairs), the first of a
-    repeated pair winning; a ValueError naming the first bad merge."""
+def _merge_table(merges, tokens: list, tok_id: dict, n_vocab: int) -> dict:
+    """{a * n_vocab + b: rank * n_vocab + id(a + b)} of merges ("a b" strings or [a, b] pairs) over tokens (tok_id:
+    text -> first id), the first of a repeated pair winning; a ValueError naming the first bad merge."""
     merges = list(merges)
-    ia = ib = ic = None
-    if set(map(type, merges)) <= {str}:  # the usual case, at C speed: every merge "a b" of known tokens
-        pairs = list(map(str.split, merges, itertools.repeat(" ")))
-        if set(map(len, pairs)) <= {2}:
-            firsts, seconds = list(map(operator.itemgetter(0), pairs)), list(map(operator.itemgetter(1), pairs))
-            ia, ib = list(map(tok_id.get, firsts)), list(map(tok_id.get, seconds))
-            ic = list(map(tok_id.get, map(operator.add, firsts, seconds)))
-    if ia is None or None in ia or None in ib or None in ic:
+    ids = _ext.tokenizer.merge_ids(tokens, merges)  # the usual case, in C++: every merge "a b" of known tokens
+    if ids is not None and all(x.min(initial=0) >= 0 for x in ids):
+        ia, ib, ic = ids
+    else:
         ia, ib, ic = [], [], []
         for rank, m in enumerate(merges):
             if isinstance(m, str):
@@ -373,7 +371,7 @@ class BPETokenizer:
 
         # Merge table: key a * n_vocab + b -> rank * n_vocab + merged id. Comparing packed values compares ranks
         # (equal rank means the same pair, hence the same merged id).
-        self._merges = _merge_table(merges, tok_id, n_vocab)
+        self._merges = _merge_table(merges, tokens, tok_id, n_vocab)
 
         # id -> bytes. Special tokens decode to their content; ordinary tokens through the byte table, with chars
         # outside it falling back to their own UTF-8 (as HF's ByteLevel decoder does).

@@ -436,3 +436,28 @@ def test_tokenizer_tables_equal_their_definitions(tok, metadata):
         BPETokenizer(["a", "b", "ab"], [["a", 5]])
     with pytest.raises(ValueError, match="token 1: expected str"):
         BPETokenizer(["a", 7], [])
+
+
+def test_cpp_vocabulary_helpers_decline_what_python_must_check():
+    """_ext.tokenizer's merge_ids / token_bytes give the ids and bytes of the plain definitions, -1 for a text not in
+    the vocabulary, and None (the Python path then runs and names the problem) for anything irregular."""
+    import numpy as np
+    from pyinfer import _ext
+    from pyinfer.tokenizer import _BYTE_LEVEL_TABLE, _CHAR_TO_BYTE
+    T = _ext.tokenizer
+    tokens = ["a", "b", None, "ab", "a", "", "\u0120x", "b\u0120x"]
+    a, b, ab = T.merge_ids(tokens, ["a b", "b \u0120x", "ab a", " a", "a q"])
+    assert a.tolist() == [0, 1, 3, 5, 0] and b.tolist() == [1, 6, 0, 0, -1] and ab.tolist() == [3, 7, -1, 0, -1]
+    for bad_merges in (["a b c"], ["ab"], [["a", "b"]], ["a \ud800"]):
+        assert T.merge_ids(tokens, bad_merges) is None, bad_merges
+    assert T.merge_ids(["a", 7], ["a b"]) is None and T.merge_ids(["\udc00"], []) is None
+    got = T.token_bytes(tokens, _BYTE_LEVEL_TABLE)
+    assert got == [None if t is None else bytes(_CHAR_TO_BYTE[c] for c in t) for t in tokens]
+    assert got[6] == b" x"
+    assert T.token_bytes(["a", "\u20ac"], _BYTE_LEVEL_TABLE) is None  # outside the byte alphabet
+    assert T.token_bytes(["a", 3], _BYTE_LEVEL_TABLE) is None
+    with pytest.raises(ValueError, match="table"):
+        T.token_bytes(["a"], np.zeros(4, np.int64))
+    # repeated texts among control tokens: the last id wins, NORMAL ones between change nothing
+    special, user = gguf_special_tokens(["<c>", "<c>", "x", "<c>", "<c>"], [3, 1, 1, 3, 1])
+    assert special == {"<c>": 3} and user == {}

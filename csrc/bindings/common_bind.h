@@ -92,5 +92,6 @@ void register_kernels(py::module_& m);
 void register_model(py::module_& m);
 void register_gguf(py::module_& m);
 void register_sampling(py::module_& m);
+void register_tokenizer(py::module_& m);
 
 }  // namespace pyinfer

@@ -70,4 +70,5 @@ PYBIND11_MODULE(_ext, m) {
     pyinfer::register_model(m);
     pyinfer::register_gguf(m);
     pyinfer::register_sampling(m);
+    pyinfer::register_tokenizer(m);
 }
