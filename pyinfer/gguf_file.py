@@ -600,9 +600,10 @@ def spm_tokenizer_from_gguf(fields: dict, source="GGUF file"):
     for key, arr in (("scores", scores), ("token_type", types)):
         if arr is not None and len(arr) != n:
             raise ValueError(f"{source}: tokenizer.ggml.{key} has {len(arr)} entries for {n} tokens")
-    if scores is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
+    if scores is not None and np.asarray(scores).dtype.kind not in "fiu":  # a GGUF array holds one type
         raise ValueError(f"{source}: tokenizer.ggml.scores should hold numbers (one score per token)")
-    if types is not None:
+    t = np.asarray(types) if types is not None else None
+    if t is not None and (t.dtype.kind not in "iu" or (t.size and not 0 <= t.min() <= t.max() <= 6)):
         bad = next((i for i, v in enumerate(types) if not (isinstance(v, int) and 0 <= v <= 6)), None)
         if bad is not None:
             raise ValueError(f"{source}: tokenizer.ggml.token_type[{bad}] is {types[bad]!r}; token types are 0..6 "

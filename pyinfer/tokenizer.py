@@ -7,6 +7,7 @@ for the caller that builds the prompt).
 """
 import codecs
 import heapq
+import itertools
 import json
 import operator
 import os
@@ -167,8 +168,9 @@ def gguf_special_tokens(tokens, token_types) -> tuple:
         raise ValueError(f"token_type has {len(token_types)} entries for {len(tokens)} tokens")
     special, user = {}, {}
     named = LLAMA_CPP_USER_DEFINED_TEXTS | LLAMA_CPP_CONTROL_TEXTS  # a NORMAL token with another text is neither
-    for i in sorted({i for i, ty in enumerate(token_types) if ty != TOKEN_TYPE_NORMAL} |
-                    {i for i, t in enumerate(tokens) if t in named}):
+    ids = range(len(tokens))
+    for i in sorted({*itertools.compress(ids, map(TOKEN_TYPE_NORMAL.__ne__, token_types)),
+                     *itertools.compress(ids, map(named.__contains__, tokens))}):
         t, ty = tokens[i], token_types[i]
         if not t:
             continue
@@ -206,10 +208,9 @@ def llama_cpp_eog_ids(tokens, ids: dict) -> tuple:
     eog_ids the frozenset of ids that end a generation: FIM pad/repo/sep, every LLAMA_CPP_EOG_TEXTS token, EOS, EOT
     and EOM, less "<|end|>" when <|return|>/<|call|> (or <|calls|>/<|flush|>) are there too (gpt-oss, solar-open)
     and "</s>" when <|tool_response> or <|plamo:eos|> is (gemma4, plamo)."""
-    by_text = {}
-    for i, t in enumerate(tokens):
-        if t:
-            by_text[t] = i                      # a repeated text: the last id wins (llama.cpp's token_to_id)
+    wanted = LLAMA_CPP_EOG_TEXTS.union(*LLAMA_CPP_ROLE_TEXTS.values())
+    # a repeated text: the last id wins (llama.cpp's token_to_id)
+    by_text = {tokens[i]: i for i in itertools.compress(range(len(tokens)), map(wanted.__contains__, tokens))}
     roles = dict(ids)
     for role, texts in LLAMA_CPP_ROLE_TEXTS.items():
         if roles.get(role) is None:

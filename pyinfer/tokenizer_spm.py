@@ -42,10 +42,11 @@ class SPMTokenizer:
         n_vocab = len(tokens)
         if n_vocab == 0:
             raise ValueError("empty vocabulary")
-        for i, t in enumerate(tokens):
-            if not isinstance(t, str):
-                raise ValueError(f"token {i}: expected str, got {type(t).__name__}")
-            if not t:
+        if not set(map(type, tokens)) <= {str}:
+            i = next(i for i, t in enumerate(tokens) if not isinstance(t, str))
+            raise ValueError(f"token {i}: expected str, got {type(tokens[i]).__name__}")
+        if "" in tokens:
+            for i in [i for i, t in enumerate(tokens) if not t]:
                 tokens[i] = f"[EMPTY_{i}]"      # llama.cpp's name for an empty token
         self._n_vocab = n_vocab
         self._tokens = tokens
@@ -60,20 +61,20 @@ class SPMTokenizer:
         self._neg_scores = (-scores.astype(np.float64)).tolist()
         if token_types is None:
             token_types = [TOKEN_TYPE_NORMAL] * n_vocab
-        token_types = [int(t) for t in token_types]
-        if len(token_types) != n_vocab:
-            raise ValueError(f"token_type has {len(token_types)} entries for {n_vocab} tokens")
-        self._types = token_types
+        types = np.asarray(token_types, dtype=np.int64)
+        if types.shape != (n_vocab,):
+            raise ValueError(f"token_type has {len(types)} entries for {n_vocab} tokens")
+        self._types = token_types = types.tolist()
 
         # text -> id over every token, whatever its type (llama.cpp's token_to_id: a repeated text, last id wins).
-        self._token_to_id = {t: i for i, t in enumerate(tokens)}
+        self._token_to_id = dict(zip(tokens, range(n_vocab)))
         self._max_token_len = max(map(len, tokens))
 
         self.special_tokens, self.user_defined_tokens = gguf_special_tokens(tokens, token_types)
         self._literal_ids = frozenset(self.special_tokens.values()) | frozenset(self.user_defined_tokens.values())
-        for i, (t, ty) in enumerate(zip(tokens, token_types)):
-            if ty == TOKEN_TYPE_BYTE and _byte_of(t) is None:
-                raise ValueError(f"token {i} {t!r} has type BYTE but is not of the form <0xXX>")
+        for i in np.flatnonzero(types == TOKEN_TYPE_BYTE).tolist():
+            if _byte_of(tokens[i]) is None:
+                raise ValueError(f"token {i} {tokens[i]!r} has type BYTE but is not of the form <0xXX>")
 
         self.unk_id = None if unk_id is None else _check_id(unk_id, n_vocab, "unk_id")
         # byte value -> id of its byte token ("<0xXX>", else the one-character token of that byte, as llama.cpp's

@@ -204,6 +204,9 @@ def test_bad_ggufs_in_a_subprocess(bad_ggufs):
     (dict(types=[1] * 100), "token_type has 100 entries for 8 tokens"),
     (dict(scores=["x"] * 8), "scores should hold numbers"),
     (dict(types=[1] * 7 + [99]), r"token_type\[7\] is 99"),
+    (dict(types=[1, -1] + [1] * 6), r"token_type\[1\] is -1"),
+    (dict(types=[1] * 5 + ["3", 1, 1]), r"token_type\[5\] is '3'"),
+    (dict(scores=[True] * 8), "scores should hold numbers"),
 ])
 def test_spm_vocab_arrays_of_the_wrong_length(change, regex):
     f = spm_fields(**change)
