@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .gguf_file import advise_huge_pages
+
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
               "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 
@@ -34,6 +36,7 @@ def read_safetensors(path) -> dict:
     if not isinstance(header, dict):
         raise ValueError(f"{path}: corrupt safetensors header: the header is not a JSON object")
     mm = np.memmap(path, dtype=np.uint8, mode="r")
+    advise_huge_pages(mm)
     out, ranges = {}, []
     for name, info in header.items():
         if name == "__metadata__":

@@ -6,6 +6,7 @@ bytes; quantized logits are judged against the float64 oracle run on the same we
 import mmap
 import os
 import random
+import re
 
 import gguf
 import numpy as np
@@ -135,6 +136,28 @@ def test_tensors_are_views_of_the_file(gpt2_small, to_gguf):
     assert raw.flags.c_contiguous and _maps_file(raw)
     v = t["blk.0.attn_norm.weight"]
     assert v.dtype == np.float32 and v.shape == (64,)
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE") or not os.path.exists("/proc/self/smaps"),
+                    reason="MADV_HUGEPAGE and /proc/self/smaps are Linux's")
+def test_weight_files_are_mapped_with_the_huge_page_advice(gpt2_small, to_gguf):
+    """A GGUF's mapping and a safetensors file's carry MADV_HUGEPAGE ("hg" in smaps' VmFlags) as soon as they are
+    read, before any tensor is touched, so that the pages decode faults in can be 2 MiB ones."""
+    def vm_flags(path):  # the VmFlags of every mapping of path
+        out, current = [], None
+        for line in open("/proc/self/smaps"):
+            if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+                current = line.split(maxsplit=5)[5].strip() if len(line.split(maxsplit=5)) == 6 else None
+            elif line.startswith("VmFlags:") and current == path:
+                out.append(line.split()[1:])
+        return out
+    path = os.path.realpath(to_gguf(gpt2_small, "q8_0"))
+    r = gguf_file.read_gguf(path)
+    assert vm_flags(path) and all("hg" in f for f in vm_flags(path)), vm_flags(path)
+    st = os.path.realpath(os.path.join(gpt2_small, "model.safetensors"))
+    tensors = hf_checkpoint.read_safetensors(st)
+    assert vm_flags(st) and all("hg" in f for f in vm_flags(st)), vm_flags(st)
+    del r, tensors
 
 
 def test_f16_gguf_close_to_f32(gpt2_small, to_gguf):
