@@ -124,16 +124,44 @@ def test_quant_matmul(isa, name):
         assert_close(out, f32, QUANT_ACT_VS_F32, f"{isa} {name} vs dequantized f32 matmul")
 
 
+# the byte ranges of a block's values: q8_0's signed qs, q4_x's nibbles, q5_x's fifth bits and nibbles
+VALUE_BYTES = {"q8_0": (2, 34), "q4_0": (2, 18), "q4_1": (4, 20), "q5_0": (2, 22), "q5_1": (4, 24)}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", TYPES)
+def test_quant_matmul_extreme_integer_sums(isa, name):
+    """The largest integer sums a block can give: every weight at its extreme (q8_0: -128 and 127; q4_x: 15; q5_x:
+    31) against activations all at +-127.  The prefill tiles add a half's products in int16 before widening (q4_x /
+    q5_x: 4 x 2 x 31 x 127 = 31496 < 2^15); an overflow or saturation there changes the result."""
+    type_id, qtype = TYPES[name]
+    rng = np.random.default_rng(11)
+    n_cols, N = 96, 19
+    raw = quantize(rng.standard_normal((N, n_cols)).astype(np.float32), qtype)
+    blocks = raw.reshape(N, n_cols // 32, BLOCK_BYTES[name])
+    a, b = VALUE_BYTES[name]
+    blocks[..., a:b] = 0xFF if name != "q8_0" else 0x7F
+    if name == "q8_0":
+        blocks[::2, :, a:b] = 0x80  # -128: its |q| only fits maddubs' unsigned operand as 128
+    x = np.ones((9, n_cols), np.float32)
+    x[1::2] = -1.0  # all +127 or all -127 after rounding
+    x[2, :16] *= 3.0  # one half scaled apart from the other
+    for T in (9, 4, 1):
+        out = K.matmul(isa, x[:T].copy(), (raw, type_id, n_cols))
+        assert np.array_equal(out, K.matmul("ref", x[:T].copy(), (raw, type_id, n_cols))), f"{isa} {name} T={T}"
+        assert_close(out, quant_matmul_oracle(x[:T], raw, qtype), KERNEL_F32, f"{isa} {name} T={T} vs oracle")
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", TYPES)
 def test_quant_matmul_rows_independent_of_batch_and_threads(isa, name):
     type_id, qtype = TYPES[name]
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((7, 320)).astype(np.float32)
+    x = rng.standard_normal((11, 320)).astype(np.float32)
     w = (raw := quantize(rng.standard_normal((150, 320)).astype(np.float32), qtype), type_id, 320)
     full = K.matmul(isa, x, w, None, 1)
     assert np.array_equal(full, K.matmul(isa, x, w, None, 2)), "1 vs 2 threads"
-    for t in range(7):
+    for t in range(11):
         assert np.array_equal(K.matmul(isa, x[t:t + 1].copy(), w), full[t:t + 1]), "decode row vs prefill row"
     assert raw.flags.c_contiguous
 
