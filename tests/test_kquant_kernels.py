@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 import pyinfer
-from kquant_bytes import dequantized_activations, random_blocks
+from kquant_bytes import FP16_FIELDS, dequantized_activations, random_blocks
 from pyinfer import _ext
 from test_kernels import misaligned
 from tolerances import KQUANT_VS_ORACLE, QUANT_ACT_VS_F32, assert_close
@@ -58,6 +58,28 @@ def test_kquant_matmul_vs_scalar_twin_and_oracle(isa, name):
         assert_close(out, kquant_matmul_oracle(x, raw, qtype) + b, KQUANT_VS_ORACLE, f"{isa} {name} T={T} N={N} vs oracle")
         # misaligned views give the same bits
         assert np.array_equal(K.matmul(isa, misaligned(x), (misaligned(raw, 5), int(qtype), n_cols), b), out)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", KTYPES)
+def test_kquant_matmul_extreme_integer_sums(isa, name):
+    """Every packed bit set (each value at its type's maximum, q6_K's 63; the largest 6-bit scales and mins) against
+    activations all at +-127: the prefill tiles add a group's products in int16 (q6_K by pairs) before widening, and
+    an overflow there changes the result."""
+    qtype = KTYPES[name]
+    rng = np.random.default_rng(12)
+    n_cols, N = 512, 19
+    raw = random_blocks(qtype, N, n_cols, rng)
+    blocks = raw.reshape(N, n_cols // 256, -1)
+    fp16 = {off + i for off in FP16_FIELDS[qtype] for i in (0, 1)}
+    blocks[..., [i for i in range(blocks.shape[-1]) if i not in fp16]] = 0xFF
+    x = np.ones((9, n_cols), np.float32)
+    x[1::2] = -1.0
+    x[2, :16] *= 3.0
+    for T in (9, 4, 1):
+        out = K.matmul(isa, x[:T].copy(), (raw, int(qtype), n_cols))
+        assert np.array_equal(out, K.matmul("ref", x[:T].copy(), (raw, int(qtype), n_cols))), f"{isa} {name} T={T}"
+        assert_close(out, kquant_matmul_oracle(x[:T], raw, qtype), KQUANT_VS_ORACLE, f"{isa} {name} T={T} vs oracle")
 
 
 @pytest.mark.parametrize("isa", ISAS)
