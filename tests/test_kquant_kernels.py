@@ -37,9 +37,10 @@ def kquant_matmul_oracle(x, raw, qtype):
     return dequantized_activations(x) @ dequantize(raw, qtype).astype(np.float64).T
 
 
-# (T, N, K): decode (T = 1) and prefill, 4-row tiles and 1-3 leftover rows, one super-block up to many
+# (T, N, K): decode (T = 1) and prefill, 4-row tiles and 1-3 leftover rows, one super-block up to many; from 10
+# tokens the packed 8-row tiles (2 tokens a pass, an odd one last) with leftover rows
 SHAPES = ((1, 1, 256), (1, 4, 256), (1, 7, 512), (1, 70, 1024), (2, 5, 256), (3, 17, 768), (5, 64, 512),
-          (8, 33, 256), (9, 67, 2560))
+          (8, 33, 256), (9, 67, 2560), (13, 41, 768))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -73,10 +74,10 @@ def test_kquant_matmul_extreme_integer_sums(isa, name):
     blocks = raw.reshape(N, n_cols // 256, -1)
     fp16 = {off + i for off in FP16_FIELDS[qtype] for i in (0, 1)}
     blocks[..., [i for i in range(blocks.shape[-1]) if i not in fp16]] = 0xFF
-    x = np.ones((9, n_cols), np.float32)
+    x = np.ones((13, n_cols), np.float32)
     x[1::2] = -1.0
     x[2, :16] *= 3.0
-    for T in (9, 4, 1):
+    for T in (13, 4, 1):
         out = K.matmul(isa, x[:T].copy(), (raw, int(qtype), n_cols))
         assert np.array_equal(out, K.matmul("ref", x[:T].copy(), (raw, int(qtype), n_cols))), f"{isa} {name} T={T}"
         assert_close(out, kquant_matmul_oracle(x[:T], raw, qtype), KQUANT_VS_ORACLE, f"{isa} {name} T={T} vs oracle")
