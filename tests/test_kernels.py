@@ -216,6 +216,30 @@ def test_attention_batch_equals_one_query_at_a_time(isa, f16, T, n_past, n_head,
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("f16", [False, True])
+@pytest.mark.parametrize("T,n_past,n_head,n_head_kv,hd,n_window", [(1, 40, 9, 3, 64, 0), (1, 40, 4, 1, 48, 0),
+                                                                    (2, 30, 8, 1, 24, 0), (3, 21, 10, 2, 16, 7),
+                                                                    (1, 50, 14, 2, 40, 9), (1, 12, 6, 3, 8, 0)])
+def test_attention_gqa_equals_repeated_heads(isa, f16, T, n_past, n_head, n_head_kv, hd, n_window):
+    # decode (and batches under a query block) widens each key / value row once for the heads of its group; every
+    # head must get exactly what it gets with a kv head of its own holding the same rows (group sizes 3, 4, 8, 5, 7
+    # and 2 here; with more threads, a group splits into smaller sets, down to one head)
+    r = rng(38)
+    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
+    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    v = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    if f16:
+        k, v = k.astype(np.float16).view(np.uint16), v.astype(np.float16).view(np.uint16)
+    group = n_head // n_head_kv
+    rep = lambda a: np.repeat(a.reshape(len(a), n_head_kv, 1, hd), group, axis=2).reshape(len(a), n_head * hd)
+    want = K.attention(isa, q, rep(k), rep(v), n_past, n_head, n_head, 1, n_window=n_window)
+    for n_threads in (1, 2, 4):
+        for n_shared in (0, n_past // 2):
+            got = K.attention(isa, q, k, v, n_past, n_head, n_head_kv, n_threads, n_shared, n_window)
+            assert np.array_equal(got, want), (n_threads, n_shared)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_get_row_f16(isa):
     r = rng(9)
     for n in SIZES:
