@@ -233,10 +233,14 @@ def test_attention_gqa_equals_repeated_heads(isa, f16, T, n_past, n_head, n_head
     group = n_head // n_head_kv
     rep = lambda a: np.repeat(a.reshape(len(a), n_head_kv, 1, hd), group, axis=2).reshape(len(a), n_head * hd)
     want = K.attention(isa, q, rep(k), rep(v), n_past, n_head, n_head, 1, n_window=n_window)
+    # and the same with the cache head-major, as the model keeps it: (n_head_kv, positions, hd)
+    hm = lambda a: np.ascontiguousarray(a.reshape(len(a), n_head_kv, hd).transpose(1, 0, 2))
     for n_threads in (1, 2, 4):
         for n_shared in (0, n_past // 2):
             got = K.attention(isa, q, k, v, n_past, n_head, n_head_kv, n_threads, n_shared, n_window)
             assert np.array_equal(got, want), (n_threads, n_shared)
+            got = K.attention(isa, q, hm(k), hm(v), n_past, n_head, n_head_kv, n_threads, n_shared, n_window)
+            assert np.array_equal(got, want), ("head-major", n_threads, n_shared)
 
 
 @pytest.mark.parametrize("isa", ISAS)

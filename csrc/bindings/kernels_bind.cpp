@@ -136,28 +136,32 @@ static py::array_t<float> add_py(const std::string& isa, const py::array& a, con
     return out;
 }
 
-// q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) float32, or uint16 (IEEE half bits: the f16 cache's kernel)
-// -> (T, n_head*hd)
+// q (T, n_head*hd), k/v (n_past+T, n_head_kv*hd) (position-major) or (n_head_kv, n_past+T, hd) (head-major, as the
+// model's cache), float32 or uint16 (IEEE half bits: the f16 cache's kernel) -> (T, n_head*hd)
 static py::array_t<float> attention_py(const std::string& isa, const py::array& q, const py::array& k,
                                        const py::array& v, int64_t n_past, int64_t n_head, int64_t n_head_kv,
                                        int n_threads, int64_t n_shared, int64_t n_window) {
     const Kernels& K = kernels_named(isa);
     checked<float>(q, "q", 2);
     const bool f16 = py::isinstance<py::array_t<uint16_t>>(k) && k.dtype().is(py::dtype::of<uint16_t>());
+    const int nd = k.ndim() == 3 ? 3 : 2;
     if (f16) {
-        checked<uint16_t>(k, "k", 2);
-        checked<uint16_t>(v, "v", 2);
+        checked<uint16_t>(k, "k", nd);
+        checked<uint16_t>(v, "v", nd);
     } else {
-        checked<float>(k, "k", 2);
-        checked<float>(v, "v", 2);
+        checked<float>(k, "k", nd);
+        checked<float>(v, "v", nd);
     }
     check_arg(n_head > 0 && n_head_kv > 0 && n_head % n_head_kv == 0, "n_head must be a multiple of n_head_kv");
     const int64_t T = q.shape(0);
     check_arg(q.shape(1) % n_head == 0, "q.shape[1] must be a multiple of n_head");
-    const int64_t hd = q.shape(1) / n_head;
-    check_arg(n_past >= 0 && k.shape(0) == n_past + T && v.shape(0) == n_past + T,
-              "k and v must have n_past + T rows");
-    check_arg(k.shape(1) == n_head_kv * hd && v.shape(1) == n_head_kv * hd, "k and v must have n_head_kv*hd columns");
+    const int64_t hd = q.shape(1) / n_head, rows = n_past + T;
+    for (const py::array* a : {&k, &v}) {
+        const bool ok = nd == 2 ? a->shape(0) == rows && a->shape(1) == n_head_kv * hd
+                                : a->shape(0) == n_head_kv && a->shape(1) == rows && a->shape(2) == hd;
+        check_arg(ok && a->ndim() == nd, std::string(a == &k ? "k" : "v") + " has shape " + shape_str(*a) +
+                                             "; expected (n_past + T, n_head_kv * hd) or (n_head_kv, n_past + T, hd)");
+    }
     if (n_threads <= 0) n_threads = 1;
     check_arg(n_shared >= 0 && n_shared <= n_past + T, "n_shared must be in [0, n_past + T]");
     check_arg(n_window >= 0, "n_window must be >= 0 (0: no sliding window)");
@@ -168,17 +172,17 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
         py::gil_scoped_release nogil;
         set_num_threads(n_threads);
         // split the cache at n_shared to exercise both spans: rows [0, n_shared) and [n_shared, n_past + T)
-        const int64_t kvs = n_head_kv * hd;
+        const int64_t kvs = nd == 2 ? n_head_kv * hd : hd, hs = nd == 2 ? hd : rows * hd;  // row, head strides
         const float* qp = static_cast<const float*>(q.data());
         const float sc = 1.0f / std::sqrt((float)hd);
         if (f16) {
             const fp16_t *kp = static_cast<const fp16_t*>(k.data()), *vp = static_cast<const fp16_t*>(v.data());
             K.attention_f16(o, qp, kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs, scratch.data(), T,
-                            n_past, n_head, n_head_kv, hd, kvs, sc, n_window);
+                            n_past, n_head, n_head_kv, hd, kvs, hs, hs, sc, n_window);
         } else {
             const float *kp = static_cast<const float*>(k.data()), *vp = static_cast<const float*>(v.data());
             K.attention(o, qp, kp, vp, n_shared, kp + n_shared * kvs, vp + n_shared * kvs, scratch.data(), T, n_past,
-                        n_head, n_head_kv, hd, kvs, sc, n_window);
+                        n_head, n_head_kv, hd, kvs, hs, hs, sc, n_window);
         }
     }
     return out;

@@ -57,19 +57,23 @@ struct Kernels {
     void (*softmax)(float* x, int64_t n);
     // out (n) = a + b   (out may alias a or b)
     void (*add)(float* out, const float* a, const float* b, int64_t n);
-    // [par] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in two
-    // spans: rows j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g. beams), rows
-    // j >= n_shared from (k, v) at row j - n_shared.  out (T, n_head*hd); q (T, n_head*hd); k/v rows have kv_stride
-    // floats (n_head_kv*hd used); scratch: n_threads * ATTN_QUERY_BLOCK * (n_past + T) floats.  Query t (position
-    // p = n_past + t) sees positions 0 .. p, or with n_window > 0 (sliding-window attention) only p - n_window + 1 .. p.
+    // [par] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in
+    // two spans: positions j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g.
+    // beams), positions j >= n_shared from (k, v) at row j - n_shared.  Row r's hd values of kv head h are at
+    // r * row_stride + h * head_stride elements from the span's base (shared_head_stride in the shared span):
+    // the strides are (n_head_kv hd, hd) for position-major rows, (hd, rows hd) for a head-major cache.
+    // out (T, n_head*hd); q (T, n_head*hd); scratch: n_threads * ATTN_QUERY_BLOCK * (n_past + T) floats.  Query t
+    // (position p = n_past + t) sees positions 0 .. p, or with n_window > 0 (sliding-window attention) only
+    // p - n_window + 1 .. p.
     void (*attention)(float* out, const float* q, const float* k_shared, const float* v_shared, int64_t n_shared,
                       const float* k, const float* v, float* scratch, int64_t T, int64_t n_past, int64_t n_head,
-                      int64_t n_head_kv, int64_t hd, int64_t kv_stride, float scale, int64_t n_window);
+                      int64_t n_head_kv, int64_t hd, int64_t row_stride, int64_t head_stride,
+                      int64_t shared_head_stride, float scale, int64_t n_window);
     // [par] attention over an f16 KV cache (kv_type "f16"): the same as attention on the rows widened to float
     void (*attention_f16)(float* out, const float* q, const fp16_t* k_shared, const fp16_t* v_shared,
                           int64_t n_shared, const fp16_t* k, const fp16_t* v, float* scratch, int64_t T,
-                          int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t kv_stride,
-                          float scale, int64_t n_window);
+                          int64_t n_past, int64_t n_head, int64_t n_head_kv, int64_t hd, int64_t row_stride,
+                          int64_t head_stride, int64_t shared_head_stride, float scale, int64_t n_window);
     // out (n) = x (n) as IEEE half, round to nearest even (fp32_to_fp16): the f16 KV cache's writes
     void (*to_f16)(fp16_t* out, const float* x, int64_t n);
     // out = x (n) stored as type t (n % 32 == 0 for block types); bit-identical to ggml's reference quantizers.

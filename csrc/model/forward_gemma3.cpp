@@ -30,8 +30,8 @@ void Context::forward_gemma3(const int32_t* tokens, int64_t T) {
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const LayerWeights& L = w_.layers[l];
         const bool local = cfg_.layer_swa(l);
-        float* k_new = kv_dst(0, l);  // (T, kv_dim) f32: the f32 cache itself, or scratch kv_store rounds to f16
-        float* v_new = kv_dst(1, l);
+        float* k_new = kv_dst(0);  // (T, kv_dim) f32 scratch: kv_store puts it in the cache
+        float* v_new = kv_dst(1);
         // attention block
         K.rmsnorm(h, x, L.attn_norm, T, C, eps);          // (T, C)
         matmul_shared(h, T, {{q, &L.attn_q, nullptr},         // (T, C) -> (T, H hd)

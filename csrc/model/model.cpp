@@ -36,28 +36,37 @@ Context::Context(const Context& parent, int64_t n_shared, int n_threads)
     v_cache_.assign(cfg_.n_layer * layer_bytes(), 0);
 }
 
-float* Context::kv_dst(int which, int64_t l) {
-    if (kv_f16_) return which ? v_new_.data() : k_new_.data();
-    return (float*)(which ? layer_v(l) : layer_k(l)) + (n_past_ - n_shared_) * kv_dim();
-}
+float* Context::kv_dst(int which) { return which ? v_new_.data() : k_new_.data(); }
 
 void Context::kv_store(int64_t l, int64_t T) {
-    if (!kv_f16_) return;  // written in place
-    const int64_t D = kv_dim();
-    k_->to_f16((fp16_t*)layer_k(l) + (n_past_ - n_shared_) * D, k_new_.data(), T * D);
-    k_->to_f16((fp16_t*)layer_v(l) + (n_past_ - n_shared_) * D, v_new_.data(), T * D);
+    const int64_t Hkv = cfg_.n_head_kv, hd = cfg_.head_dim(), r0 = n_past_ - n_shared_;
+    for (int which = 0; which < 2; which++) {
+        const float* src = kv_dst(which);  // (T, Hkv hd)
+        uint8_t* layer = (uint8_t*)(which ? layer_v(l) : layer_k(l));
+        for (int64_t h = 0; h < Hkv; h++)
+            for (int64_t t = 0; t < T; t++) {
+                uint8_t* dst = layer + kv_offset(r0 + t, h);
+                if (kv_f16_)
+                    k_->to_f16((fp16_t*)dst, src + t * Hkv * hd + h * hd, hd);
+                else
+                    std::memcpy(dst, src + t * Hkv * hd + h * hd, hd * sizeof(float));
+            }
+    }
 }
 
 void Context::attend(int64_t l, float* out, const float* q, int64_t T, float scale, int64_t n_window) {
-    const int64_t H = cfg_.n_head, Hkv = cfg_.n_head_kv, hd = cfg_.head_dim(), D = kv_dim();
+    const int64_t H = cfg_.n_head, Hkv = cfg_.n_head_kv, hd = cfg_.head_dim();
+    const int64_t hs = (n_ctx_ - n_shared_) * hd, shs = n_ctx_ * hd;  // head strides: own rows, the root parent's
     const uint8_t* ks = parent_ ? parent_->layer_k(l) : nullptr;  // shared prefix rows [0, n_shared)
     const uint8_t* vs = parent_ ? parent_->layer_v(l) : nullptr;
     if (kv_f16_)
         k_->attention_f16(out, q, (const fp16_t*)ks, (const fp16_t*)vs, n_shared_, (const fp16_t*)layer_k(l),
-                          (const fp16_t*)layer_v(l), att_scratch_.data(), T, n_past_, H, Hkv, hd, D, scale, n_window);
+                          (const fp16_t*)layer_v(l), att_scratch_.data(), T, n_past_, H, Hkv, hd, hd, hs, shs, scale,
+                          n_window);
     else
         k_->attention(out, q, (const float*)ks, (const float*)vs, n_shared_, (const float*)layer_k(l),
-                      (const float*)layer_v(l), att_scratch_.data(), T, n_past_, H, Hkv, hd, D, scale, n_window);
+                      (const float*)layer_v(l), att_scratch_.data(), T, n_past_, H, Hkv, hd, hd, hs, shs, scale,
+                      n_window);
 }
 
 void Context::truncate(int64_t n) {
@@ -69,11 +78,13 @@ void Context::truncate(int64_t n) {
 void Context::copy_own_from(const Context& o) {
     check_arg(o.parent_ == parent_ && o.n_shared_ == n_shared_ && o.n_ctx_ == n_ctx_,
               "copy_own_from: contexts must share parent and n_shared");
-    const size_t row = kv_dim() * kv_elt(), rows = o.n_past_ - n_shared_;
-    for (int64_t l = 0; l < cfg_.n_layer; l++) {
-        std::memcpy((uint8_t*)layer_k(l), o.layer_k(l), rows * row);
-        std::memcpy((uint8_t*)layer_v(l), o.layer_v(l), rows * row);
-    }
+    const size_t rows = o.n_past_ - n_shared_;
+    for (int64_t l = 0; l < cfg_.n_layer; l++)
+        for (int64_t h = 0; h < cfg_.n_head_kv; h++) {  // each head's rows are contiguous
+            const size_t at = kv_offset(0, h), n = rows * head_row_bytes();
+            std::memcpy((uint8_t*)layer_k(l) + at, o.layer_k(l) + at, n);
+            std::memcpy((uint8_t*)layer_v(l) + at, o.layer_v(l) + at, n);
+        }
     n_past_ = o.n_past_;
 }
 
@@ -96,18 +107,16 @@ void Context::save_state(uint8_t* dst) const {
                   n_past_, (int64_t)kv_elt()};
     std::memcpy(dst, &h, sizeof h);
     uint8_t* out = dst + sizeof h;
-    const size_t row = kv_dim() * kv_elt();
+    // position-major rows (n_past, kv_dim) per layer, K then V: the cache's heads interleaved
+    const size_t hb = head_row_bytes();
     for (int kv = 0; kv < 2; kv++)
-        for (int64_t l = 0; l < cfg_.n_layer; l++) {
-            const uint8_t* own = kv ? layer_v(l) : layer_k(l);
-            if (n_shared_) {
-                const uint8_t* sh = kv ? parent_->layer_v(l) : parent_->layer_k(l);
-                std::memcpy(out, sh, n_shared_ * row);
-                out += n_shared_ * row;
-            }
-            std::memcpy(out, own, (n_past_ - n_shared_) * row);
-            out += (n_past_ - n_shared_) * row;
-        }
+        for (int64_t l = 0; l < cfg_.n_layer; l++)
+            for (int64_t p = 0; p < n_past_; p++)
+                for (int64_t h = 0; h < cfg_.n_head_kv; h++, out += hb) {
+                    const Context& c = p < n_shared_ ? *parent_ : *this;
+                    const uint8_t* layer = kv ? c.layer_v(l) : c.layer_k(l);
+                    std::memcpy(out, layer + c.kv_offset(p < n_shared_ ? p : p - n_shared_, h), hb);
+                }
 }
 
 void Context::load_state(const uint8_t* src, size_t n) {
@@ -132,11 +141,12 @@ void Context::load_state(const uint8_t* src, size_t n) {
     const size_t need = sizeof h + 2 * (size_t)cfg_.n_layer * h.n_past * row;
     check_arg(n == need, "state size " + std::to_string(n) + " bytes, expected " + std::to_string(need));
     const uint8_t* in = src + sizeof h;
+    const size_t hb = head_row_bytes();
     for (int kv = 0; kv < 2; kv++)
-        for (int64_t l = 0; l < cfg_.n_layer; l++) {
-            std::memcpy((uint8_t*)(kv ? layer_v(l) : layer_k(l)), in, h.n_past * row);
-            in += h.n_past * row;
-        }
+        for (int64_t l = 0; l < cfg_.n_layer; l++)
+            for (int64_t p = 0; p < h.n_past; p++)
+                for (int64_t hh = 0; hh < cfg_.n_head_kv; hh++, in += hb)
+                    std::memcpy((uint8_t*)(kv ? layer_v(l) : layer_k(l)) + kv_offset(p, hh), in, hb);
     n_past_ = h.n_past;
 }
 
@@ -158,8 +168,8 @@ void Context::reserve(int64_t n) {
     ff2_.resize(cfg_.arch != Arch::GPT2 ? n * F : 0);
     rope_cs_.resize(cfg_.arch != Arch::GPT2 ? n * cfg_.head_dim() : 0);
     rope_cs_swa_.resize(cfg_.arch == Arch::GEMMA3 ? n * cfg_.head_dim() : 0);
-    k_new_.resize(kv_f16_ ? n * kv_dim() : 0);
-    v_new_.resize(kv_f16_ ? n * kv_dim() : 0);
+    k_new_.resize(n * kv_dim());
+    v_new_.resize(n * kv_dim());
     size_t q = 0;
     auto need = [&](const Tensor& t) {
         q = std::max(q, cfg_.exact ? matmul_exact_scratch_bytes(t, n_threads_) : matmul_scratch_bytes(t, n));

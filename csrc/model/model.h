@@ -116,15 +116,19 @@ private:
     ModelConfig cfg_;
     ModelWeights w_;
     const Kernels* k_;
-    // layer l's own cache rows (bytes): position p at row p - n_shared, kv_dim elements of kv_elt() bytes each
+    // layer l's own cache (bytes), head-major: kv head h's rows, then h + 1's (each head's keys are one contiguous
+    // stream for attention); position p at row p - n_shared, head_dim values of kv_elt() bytes
     const uint8_t* layer_k(int64_t l) const { return k_cache_.data() + l * layer_bytes(); }
     const uint8_t* layer_v(int64_t l) const { return v_cache_.data() + l * layer_bytes(); }
     size_t layer_bytes() const { return (size_t)(n_ctx_ - n_shared_) * kv_dim() * kv_elt(); }
     size_t kv_elt() const { return kv_f16_ ? sizeof(fp16_t) : sizeof(float); }
     int64_t kv_dim() const { return cfg_.n_head_kv * cfg_.head_dim(); }
-    // Where the forward pass writes this batch's K (which = 0) or V (1) of layer l as f32 (T, kv_dim): straight
-    // into the f32 cache, or into scratch that kv_store then rounds into the f16 cache.
-    float* kv_dst(int which, int64_t l);
+    size_t head_row_bytes() const { return (size_t)cfg_.head_dim() * kv_elt(); }
+    // row r of kv head h, in bytes from a layer's base
+    size_t kv_offset(int64_t r, int64_t h) const { return ((size_t)h * (n_ctx_ - n_shared_) + r) * head_row_bytes(); }
+    // Where the forward pass writes this batch's K (which = 0) or V (1) as f32 (T, kv_dim): scratch that kv_store
+    // then copies (f32 cache) or rounds (f16) into layer l's cache.
+    float* kv_dst(int which);
     void kv_store(int64_t l, int64_t T);
     // out (T, n_head hd) = attention of q (T, n_head hd) over layer l's cache (shared prefix + own rows)
     void attend(int64_t l, float* out, const float* q, int64_t T, float scale, int64_t n_window);
@@ -134,8 +138,8 @@ private:
     int64_t n_shared_ = 0;  // positions [0, n_shared) live in parent_'s cache
     int n_threads_;
     bool kv_f16_ = false;
-    std::vector<uint8_t> k_cache_, v_cache_;  // (n_layer, n_ctx - n_shared, n_head_kv * head_dim): own positions
-    std::vector<float> k_new_, v_new_;        // f16 cache: this batch's K/V (T, kv_dim) before rounding
+    std::vector<uint8_t> k_cache_, v_cache_;  // (n_layer, n_head_kv, n_ctx - n_shared, head_dim): own positions
+    std::vector<float> k_new_, v_new_;        // this batch's K/V (T, kv_dim) before kv_store
     // scratch, sized for the largest batch seen
     int64_t cap_ = 0;
     std::vector<float> x_, h_, qkv_, q_, att_, ff_, ff2_, rope_cs_, rope_cs_swa_, att_scratch_;
