@@ -2,6 +2,8 @@
 pp128 / pp512 (one eval call from an empty cache), tg128 (the full generate() path with the default sampler chain,
 against create_completion with the same sampler settings) also as a fraction of the decode roofline (a plain read of
 memory measured in the same run / the weight bytes a decode step reads), load time and peak RSS.  Not a test.
+tg128@2000 decodes after 2000 cached positions (a prompt evaluated before the clock starts; both engines reuse it
+and evaluate its last token), where attention reads the KV cache beside the weights: no roofline there.
 Each engine runs in its own worker subprocess (so its load time and peak RSS are its own); the driver sends each
 timed run to one worker then the other, interleaved, and reports the median of -r runs and pyinfer / llama.cpp.
 --busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-nospin compares
@@ -9,6 +11,7 @@ pyinfer's thread pool (workers spin briefly between jobs) with workers that slee
 
     python benchmarks/bench_e2e.py                       # all files, 1 and 2 threads, a few minutes
     python benchmarks/bench_e2e.py --models smollm2 --busy -t 1 2
+    python benchmarks/bench_e2e.py --models smollm2 --tests tg128@2000    # decode at depth
 """
 import argparse
 import json
@@ -141,19 +144,22 @@ def worker(engine: str, path: str, n_ctx: int):
         cmd = json.loads(line)
         if cmd["op"] == "quit":
             break
-        th, n = cmd["threads"], cmd["n"]
-        ids = rng.integers(100, n_vocab - 100, size=n if cmd["op"] == "pp" else 8).tolist()
+        th, n, depth = cmd["threads"], cmd["n"], cmd.get("depth", 0)
+        ids = rng.integers(100, n_vocab - 100, size=n if cmd["op"] == "pp" else depth or 8).tolist()
         if engine.startswith("pyinfer"):
             m.n_threads = th
         else:
             m._ctx.set_n_threads(th, th)  # llama_set_n_threads on the context
         m.reset()
+        if depth:  # the cached prompt, all but its last token (which generation evaluates for its logits)
+            m.eval(ids[:-1])
         t0 = time.perf_counter()
         if cmd["op"] == "pp":
             m.eval(ids)
             n_done = n
         elif engine.startswith("pyinfer"):
-            r = m.generate(ids, max_tokens=n, ignore_eos=True, seed=1, details=True, cache_prompt=False, **SAMPLER)
+            r = m.generate(ids, max_tokens=n, ignore_eos=True, seed=1, details=True, cache_prompt=bool(depth),
+                           **SAMPLER)
             n_done = len(r.tokens)
         else:
             eos = m.token_eos()
@@ -178,8 +184,8 @@ class Worker:
             raise RuntimeError(f"worker {self.p.args[3]} died (exit {self.p.wait()})")
         return json.loads(line)
 
-    def run(self, op, n, threads):
-        self.p.stdin.write(json.dumps({"op": op, "n": n, "threads": threads}) + "\n")
+    def run(self, op, n, threads, depth=0):
+        self.p.stdin.write(json.dumps({"op": op, "n": n, "threads": threads, "depth": depth}) + "\n")
         self.p.stdin.flush()
         r = self._read()
         return r["n"] / r["s"]
@@ -201,13 +207,19 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated from {', '.join(MODELS)}")
     ap.add_argument("-t", "--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("-r", "--repeats", type=int, default=3, help="timed runs per cell, the median is shown")
-    ap.add_argument("--tests", default="pp128,pp512,tg128")
+    ap.add_argument("--tests", default="pp128,pp512,tg128", help="ppN, tgN or tgN@D (D cached positions first)")
     ap.add_argument("--busy", action="store_true", help="run a spinning process on one core beside the measurement")
     ap.add_argument("--engines", default="pyinfer,llama.cpp",
                     help="the two columns: pyinfer, llama.cpp or pyinfer-nospin (default: pyinfer,llama.cpp)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/pyinfer-bench"), help="where GPT-2 files go")
     args = ap.parse_args(argv)
-    tests = [(t[:2], int(t[2:])) for t in args.tests.split(",")]
+    tests = []  # (op, n, depth)
+    for t in args.tests.split(","):
+        op = t[:2]
+        n, _, depth = t[2:].partition("@")
+        if op not in ("pp", "tg") or not n.isdigit() or (depth and (op == "pp" or not depth.isdigit())):
+            raise SystemExit(f"--tests: {t!r} is not ppN, tgN or tgN@D")
+        tests.append((op, int(n), int(depth or 0)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     busy = None
@@ -228,20 +240,21 @@ def main(argv=None):
         for name in args.models.split(","):
             path = model_path(name, Path(args.cache))
             warm_page_cache(path)
-            n_ctx = max(n for _, n in tests) + 16
+            n_ctx = max(n + d for _, n, d in tests) + 16
             per_token = decode_bytes(path)
             w = {e: Worker(e, path, n_ctx, env) for e in engines}
             for th in args.threads:
-                for op, n in tests:
+                for op, n, depth in tests:
                     for e in w.values():
                         e.run(op, min(n, 16), th)  # warm-up
                     rates = {e: [] for e in w}
                     for _ in range(args.repeats):
                         for e in w:
-                            rates[e].append(w[e].run(op, n, th))
+                            rates[e].append(w[e].run(op, n, th, depth))
                     a, b = (statistics.median(rates[e]) for e in w)
-                    roof = f"{a / (bw[th] / per_token):.2f}" if op == "tg" else ""
-                    print(f"| {name} | {th} | {op}{n} | {a:.1f} | {b:.1f} | {a / b:.2f} | {roof} |", flush=True)
+                    roof = f"{a / (bw[th] / per_token):.2f}" if op == "tg" and not depth else ""
+                    label = f"{op}{n}" + (f"@{depth}" if depth else "")
+                    print(f"| {name} | {th} | {label} | {a:.1f} | {b:.1f} | {a / b:.2f} | {roof} |", flush=True)
             loads = {e: w[e].load_s for e in w}
             rss = {e: w[e].close() for e in w}
             a, b = engines
