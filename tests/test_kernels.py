@@ -195,6 +195,16 @@ def test_attention_sliding_window(isa, T, n_past, n_window):
         assert not np.allclose(out, K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 1))
 
 
+def attention_inputs(r, T, n_past, n_head, n_head_kv, hd, f16):
+    """q (T, n_head hd) and a cache k, v (n_past + T, n_head_kv hd), float32 or half bits (uint16)"""
+    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
+    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    v = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
+    if f16:
+        k, v = k.astype(np.float16).view(np.uint16), v.astype(np.float16).view(np.uint16)
+    return q, k, v
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("f16", [False, True])
 @pytest.mark.parametrize("T,n_past,n_head,n_head_kv,hd,n_window", [(9, 0, 2, 1, 64, 0), (11, 5, 3, 3, 17, 0),
@@ -202,12 +212,7 @@ def test_attention_sliding_window(isa, T, n_past, n_window):
 def test_attention_batch_equals_one_query_at_a_time(isa, f16, T, n_past, n_head, n_head_kv, hd, n_window):
     # prefill works on blocks of queries that share each key / value row; each query must get exactly what it gets
     # alone (decode), whatever block it falls in
-    r = rng(28)
-    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
-    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
-    v = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
-    if f16:
-        k, v = k.astype(np.float16).view(np.uint16), v.astype(np.float16).view(np.uint16)
+    q, k, v = attention_inputs(rng(28), T, n_past, n_head, n_head_kv, hd, f16)
     out = K.attention(isa, q, k, v, n_past, n_head, n_head_kv, 2, n_window=n_window)
     for t in range(T):
         one = K.attention(isa, q[t:t + 1], k[:n_past + t + 1], v[:n_past + t + 1], n_past + t, n_head, n_head_kv, 1,
@@ -224,12 +229,7 @@ def test_attention_gqa_equals_repeated_heads(isa, f16, T, n_past, n_head, n_head
     # decode (and batches under a query block) widens each key / value row once for the heads of its group; every
     # head must get exactly what it gets with a kv head of its own holding the same rows (group sizes 3, 4, 8, 5, 7
     # and 2 here; with more threads, a group splits into smaller sets, down to one head)
-    r = rng(38)
-    q = r.standard_normal((T, n_head * hd)).astype(np.float32)
-    k = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
-    v = r.standard_normal((n_past + T, n_head_kv * hd)).astype(np.float32)
-    if f16:
-        k, v = k.astype(np.float16).view(np.uint16), v.astype(np.float16).view(np.uint16)
+    q, k, v = attention_inputs(rng(38), T, n_past, n_head, n_head_kv, hd, f16)
     group = n_head // n_head_kv
     rep = lambda a: np.repeat(a.reshape(len(a), n_head_kv, 1, hd), group, axis=2).reshape(len(a), n_head * hd)
     want = K.attention(isa, q, rep(k), rep(v), n_past, n_head, n_head, 1, n_window=n_window)
