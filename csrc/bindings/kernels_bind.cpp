@@ -159,8 +159,8 @@ static py::array_t<float> attention_py(const std::string& isa, const py::array& 
     for (const py::array* a : {&k, &v}) {
         const bool ok = nd == 2 ? a->shape(0) == rows && a->shape(1) == n_head_kv * hd
                                 : a->shape(0) == n_head_kv && a->shape(1) == rows && a->shape(2) == hd;
-        check_arg(ok && a->ndim() == nd, std::string(a == &k ? "k" : "v") + " has shape " + shape_str(*a) +
-                                             "; expected (n_past + T, n_head_kv * hd) or (n_head_kv, n_past + T, hd)");
+        check_arg(ok, std::string(a == &k ? "k" : "v") + " has shape " + shape_str(*a) +
+                          "; expected (n_past + T, n_head_kv * hd) or (n_head_kv, n_past + T, hd)");
     }
     if (n_threads <= 0) n_threads = 1;
     check_arg(n_shared >= 0 && n_shared <= n_past + T, "n_shared must be in [0, n_past + T]");
