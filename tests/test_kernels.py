@@ -346,3 +346,30 @@ def test_gelu_mul(isa):
     big = np.array([-1e4, -100, -20, 0, 20, 100, 1e4], np.float32)
     out = K.gelu_mul(isa, big, np.ones(7, np.float32))
     assert np.all(np.isfinite(out)) and out[0] == 0 and out[-1] == 1e4
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_elementwise_kernels_same_bits_on_any_thread_count(isa):
+    # From 16384 elements (prefill) the elementwise kernels cut their range among the threads at multiples of 4096:
+    # every element takes the path (vector loop or scalar tail) it takes on one thread, so the bits are the same.
+    r = rng(23)
+    n = 3 * 4 * 4096 + 4096 + 1003  # whole chunks, then a short one that ends in a scalar tail
+    g = misaligned((r.standard_normal(n) * 5).astype(np.float32))
+    u = r.standard_normal(n).astype(np.float32)
+    gd = g.astype(np.float64)
+    gelu = 0.5 * gd * (1 + np.tanh(np.sqrt(2 / np.pi) * (gd + 0.044715 * gd ** 3)))
+    x = r.standard_normal((300, 4 * 64)).astype(np.float32)  # rope: 300 tokens of 4 heads, cut by token
+    pos = np.arange(300, dtype=np.float64)
+    rope_want, cs = rope_np(x, 4, 64, pos, 10000.0, False)
+    runs = {  # name: (kernel on n threads, numpy oracle)
+        "add": (lambda nt: K.add(isa, g, u, n_threads=nt), gd + u),
+        "silu_mul": (lambda nt: K.silu_mul(isa, g, u, n_threads=nt), gd / (1 + np.exp(-gd)) * u),
+        "gelu_mul": (lambda nt: K.gelu_mul(isa, g, u, n_threads=nt), gelu * u),
+        "gelu_tanh": (lambda nt: K.gelu_tanh(isa, g, n_threads=nt), gelu),
+        "rope": (lambda nt: K.rope(isa, x, 4, 64, cs, False, n_threads=nt), rope_want),
+    }
+    for name, (run, want) in runs.items():
+        one = run(1)
+        assert_close(one, want, KERNEL_F32, f"{isa} {name} n={n}")
+        for nt in (2, 3, 4):
+            assert np.array_equal(run(nt), one), f"{isa} {name}: {nt} threads differ from 1"

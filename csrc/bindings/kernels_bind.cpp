@@ -114,25 +114,33 @@ static py::array_t<float> layernorm_py(const std::string& isa, const py::array& 
 }
 
 // Elementwise in-place kernels applied to a copy of a 1-D array.
-static py::array_t<float> unary_py(const std::string& isa, const py::array& x, const char* which) {
+static py::array_t<float> unary_py(const std::string& isa, const py::array& x, const char* which, int n_threads) {
     const Kernels& K = kernels_named(isa);
     checked<float>(x, "x", 1);
     py::array_t<float> out(x.shape(0));
-    std::memcpy(out.mutable_data(), x.data(), x.shape(0) * sizeof(float));
-    if (std::string(which) == "gelu")
-        K.gelu_tanh(out.mutable_data(), x.shape(0));
+    float* o = out.mutable_data();
+    std::memcpy(o, x.data(), x.shape(0) * sizeof(float));
+    const bool gelu = std::string(which) == "gelu";
+    py::gil_scoped_release nogil;
+    set_num_threads(n_threads > 0 ? n_threads : 1);
+    if (gelu)
+        K.gelu_tanh(o, x.shape(0));
     else
-        K.softmax(out.mutable_data(), x.shape(0));
+        K.softmax(o, x.shape(0));
     return out;
 }
 
-static py::array_t<float> add_py(const std::string& isa, const py::array& a, const py::array& b) {
+static py::array_t<float> add_py(const std::string& isa, const py::array& a, const py::array& b, int n_threads) {
     const Kernels& K = kernels_named(isa);
     checked<float>(a, "a", 1);
     checked<float>(b, "b", 1);
     check_arg(a.shape(0) == b.shape(0), "a and b must have the same length");
     py::array_t<float> out(a.shape(0));
-    K.add(out.mutable_data(), static_cast<const float*>(a.data()), static_cast<const float*>(b.data()), a.shape(0));
+    float* o = out.mutable_data();
+    const float *ap = static_cast<const float*>(a.data()), *bp = static_cast<const float*>(b.data());
+    py::gil_scoped_release nogil;
+    set_num_threads(n_threads > 0 ? n_threads : 1);
+    K.add(o, ap, bp, a.shape(0));
     return out;
 }
 
@@ -257,7 +265,7 @@ static py::array_t<float> rmsnorm_py(const std::string& isa, const py::array& x,
 
 // x (T, n_heads * hd); cos_sin (T, n_rot/2, 2) -> rotated copy
 static py::array_t<float> rope_py(const std::string& isa, const py::array& x, int64_t n_heads, int64_t n_rot,
-                                  const py::array& cos_sin, bool neox) {
+                                  const py::array& cos_sin, bool neox, int n_threads) {
     const Kernels& K = kernels_named(isa);
     checked<float>(x, "x", 2);
     checked<float>(cos_sin, "cos_sin", 3);
@@ -268,20 +276,29 @@ static py::array_t<float> rope_py(const std::string& isa, const py::array& x, in
     check_arg(cos_sin.shape(0) == T && cos_sin.shape(1) == n_rot / 2 && cos_sin.shape(2) == 2,
               "cos_sin must have shape (T, n_rot/2, 2)");
     py::array_t<float> out({(py::ssize_t)T, (py::ssize_t)x.shape(1)});
-    std::memcpy(out.mutable_data(), x.data(), T * x.shape(1) * sizeof(float));
-    K.rope(out.mutable_data(), T, n_heads, hd, x.shape(1), n_rot, static_cast<const float*>(cos_sin.data()), neox);
+    float* o = out.mutable_data();
+    std::memcpy(o, x.data(), T * x.shape(1) * sizeof(float));
+    const float* cs = static_cast<const float*>(cos_sin.data());
+    py::gil_scoped_release nogil;
+    set_num_threads(n_threads > 0 ? n_threads : 1);
+    K.rope(o, T, n_heads, hd, x.shape(1), n_rot, cs, neox);
     return out;
 }
 
 // g, u (n) -> silu(g) * u (SwiGLU) or, with gelu, gelu_tanh(g) * u (GeGLU)
-static py::array_t<float> glu_py(const std::string& isa, const py::array& g, const py::array& u, bool gelu) {
+static py::array_t<float> glu_py(const std::string& isa, const py::array& g, const py::array& u, bool gelu,
+                                 int n_threads) {
     const Kernels& K = kernels_named(isa);
     checked<float>(g, "g", 1);
     checked<float>(u, "u", 1);
     check_arg(g.shape(0) == u.shape(0), "g and u must have the same length");
     py::array_t<float> out(g.shape(0));
-    std::memcpy(out.mutable_data(), g.data(), g.shape(0) * sizeof(float));
-    (gelu ? K.gelu_mul : K.silu_mul)(out.mutable_data(), static_cast<const float*>(u.data()), g.shape(0));
+    float* o = out.mutable_data();
+    std::memcpy(o, g.data(), g.shape(0) * sizeof(float));
+    const float* up = static_cast<const float*>(u.data());
+    py::gil_scoped_release nogil;
+    set_num_threads(n_threads > 0 ? n_threads : 1);
+    (gelu ? K.gelu_mul : K.silu_mul)(o, up, g.shape(0));
     return out;
 }
 
@@ -403,15 +420,24 @@ void register_kernels(py::module_& m) {
     k.def("layernorm", &layernorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("b") = py::none(),
           py::arg("eps") = 1e-5f);
     k.def("rmsnorm", &rmsnorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("eps") = 1e-5f);
+    // the elementwise kernels and rope: n_threads for their parallel paths (taken only for 16384 elements or more)
     k.def("rope", &rope_py, py::arg("isa"), py::arg("x"), py::arg("n_heads"), py::arg("n_rot"), py::arg("cos_sin"),
-          py::arg("neox"));
-    k.def("silu_mul", [](const std::string& isa, const py::array& g, const py::array& u) { return glu_py(isa, g, u, false); },
-          py::arg("isa"), py::arg("g"), py::arg("u"));
-    k.def("gelu_mul", [](const std::string& isa, const py::array& g, const py::array& u) { return glu_py(isa, g, u, true); },
-          py::arg("isa"), py::arg("g"), py::arg("u"));
-    k.def("gelu_tanh", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "gelu"); });
-    k.def("softmax", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "softmax"); });
-    k.def("add", &add_py);
+          py::arg("neox"), py::arg("n_threads") = 1);
+    k.def(
+        "silu_mul",
+        [](const std::string& isa, const py::array& g, const py::array& u, int nt) { return glu_py(isa, g, u, false, nt); },
+        py::arg("isa"), py::arg("g"), py::arg("u"), py::arg("n_threads") = 1);
+    k.def(
+        "gelu_mul",
+        [](const std::string& isa, const py::array& g, const py::array& u, int nt) { return glu_py(isa, g, u, true, nt); },
+        py::arg("isa"), py::arg("g"), py::arg("u"), py::arg("n_threads") = 1);
+    k.def(
+        "gelu_tanh", [](const std::string& isa, const py::array& x, int nt) { return unary_py(isa, x, "gelu", nt); },
+        py::arg("isa"), py::arg("x"), py::arg("n_threads") = 1);
+    k.def(
+        "softmax", [](const std::string& isa, const py::array& x) { return unary_py(isa, x, "softmax", 1); },
+        py::arg("isa"), py::arg("x"));
+    k.def("add", &add_py, py::arg("isa"), py::arg("a"), py::arg("b"), py::arg("n_threads") = 1);
     k.def("attention", &attention_py, py::arg("isa"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_past"),
           py::arg("n_head"), py::arg("n_head_kv"), py::arg("n_threads") = 1, py::arg("n_shared") = 0,
           py::arg("n_window") = 0);

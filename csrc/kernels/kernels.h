@@ -42,20 +42,21 @@ struct Kernels {
     void (*layernorm)(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
     // [par] out (T, C) = x / sqrt(mean(x^2) + eps) * g, per row (RMSNorm)
     void (*rmsnorm)(float* out, const float* x, const float* g, int64_t T, int64_t C, float eps);
-    // x (T, n_heads * hd) rows of `stride` floats, in place: rotary embedding of the first n_rot dims of each head.
-    // cos_sin (T, n_rot/2, 2) holds cos and sin of pos_t * theta_i.  neox=false rotates adjacent pairs (2i, 2i+1)
-    // (GGUF's permuted q/k); neox=true rotates (i, i + n_rot/2) (HF's rotate_half on unpermuted weights).
+    // [par] x (T, n_heads * hd) rows of `stride` floats, in place: rotary embedding of the first n_rot dims of each
+    // head.  cos_sin (T, n_rot/2, 2) holds cos and sin of pos_t * theta_i.  neox=false rotates adjacent pairs
+    // (2i, 2i+1) (GGUF's permuted q/k); neox=true rotates (i, i + n_rot/2) (HF's rotate_half on unpermuted weights).
     void (*rope)(float* x, int64_t T, int64_t n_heads, int64_t hd, int64_t stride, int64_t n_rot,
                  const float* cos_sin, bool neox);
-    // g (n) in place: silu(g) * u = g / (1 + exp(-g)) * u   (SwiGLU)
+    // [par] g (n) in place: silu(g) * u = g / (1 + exp(-g)) * u   (SwiGLU)
     void (*silu_mul)(float* g, const float* u, int64_t n);
-    // g (n) in place: gelu_tanh(g) * u   (GeGLU, Gemma)
+    // [par] g (n) in place: gelu_tanh(g) * u   (GeGLU, Gemma)
     void (*gelu_mul)(float* g, const float* u, int64_t n);
-    // x (n) in place: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
+    // [par] x (n) in place: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's GELU)
     void (*gelu_tanh)(float* x, int64_t n);
     // x (n) in place: exp(x - max) / sum
     void (*softmax)(float* x, int64_t n);
-    // out (n) = a + b   (out may alias a or b)
+    // [par] out (n) = a + b   (out may alias a or b).  The elementwise [par] kernels run in the caller alone
+    // below 16384 elements (decode) and split at multiples of 4096 above, so each element's arithmetic is the same.
     void (*add)(float* out, const float* a, const float* b, int64_t n);
     // [par] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in
     // two spans: positions j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g.

@@ -22,17 +22,11 @@ void Context::forward_gpt2(const int32_t* tokens, int64_t T) {
     const float scale = 1.0f / std::sqrt((float)hd);
     for (int64_t l = 0; l < cfg_.n_layer; l++) {
         const LayerWeights& L = w_.layers[l];
-        float* k_new = kv_dst(0);  // (T, kv_dim) f32 scratch: kv_store puts it in the cache
-        float* v_new = kv_dst(1);
         // attention block
         K.layernorm(h, x, L.attn_norm, L.attn_norm_b, T, C, cfg_.norm_eps);  // (T, C)
         matmul(qkv, h, L.attn_qkv, L.attn_qkv_b, T);                   // (T, C) -> (T, 3C)
-        for (int64_t t = 0; t < T; t++) {                                    // split into q and the cache
-            std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));
-            std::memcpy(k_new + t * kv_dim, qkv + t * 3 * C + C, kv_dim * sizeof(float));
-            std::memcpy(v_new + t * kv_dim, qkv + t * 3 * C + C + kv_dim, kv_dim * sizeof(float));
-        }
-        kv_store(l, T);
+        for (int64_t t = 0; t < T; t++) std::memcpy(q + t * C, qkv + t * 3 * C, C * sizeof(float));  // (T, C)
+        kv_store(l, T, qkv + C, qkv + C + kv_dim, 3 * C);  // k, v: the rest of each qkv row
         attend(l, att, q, T, scale, 0);
         matmul(h, att, L.attn_out, L.attn_out_b, T);  // (T, C) -> (T, C)
         K.add(x, x, h, T * C);

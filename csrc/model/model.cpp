@@ -38,20 +38,23 @@ Context::Context(const Context& parent, int64_t n_shared, int n_threads)
 
 float* Context::kv_dst(int which) { return which ? v_new_.data() : k_new_.data(); }
 
-void Context::kv_store(int64_t l, int64_t T) {
+void Context::kv_store(int64_t l, int64_t T) { kv_store(l, T, kv_dst(0), kv_dst(1), kv_dim()); }
+
+void Context::kv_store(int64_t l, int64_t T, const float* k, const float* v, int64_t ld) {
     const int64_t Hkv = cfg_.n_head_kv, hd = cfg_.head_dim(), r0 = n_past_ - n_shared_;
-    for (int which = 0; which < 2; which++) {
-        const float* src = kv_dst(which);  // (T, Hkv hd)
-        uint8_t* layer = (uint8_t*)(which ? layer_v(l) : layer_k(l));
-        for (int64_t h = 0; h < Hkv; h++)
-            for (int64_t t = 0; t < T; t++) {
-                uint8_t* dst = layer + kv_offset(r0 + t, h);
-                if (kv_f16_)
-                    k_->to_f16((fp16_t*)dst, src + t * Hkv * hd + h * hd, hd);
-                else
-                    std::memcpy(dst, src + t * Hkv * hd + h * hd, hd * sizeof(float));
-            }
-    }
+    auto rows = [&](int64_t i0, int64_t i1) {  // item i: (which, head, token), token fastest
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t which = i / (Hkv * T), h = i / T % Hkv, t = i % T;
+            const float* src = (which ? v : k) + t * ld + h * hd;
+            uint8_t* dst = (uint8_t*)(which ? layer_v(l) : layer_k(l)) + kv_offset(r0 + t, h);
+            if (kv_f16_)
+                k_->to_f16((fp16_t*)dst, src, hd);
+            else
+                std::memcpy(dst, src, hd * sizeof(float));
+        }
+    };
+    if (T * kv_dim() < 16384) return rows(0, 2 * Hkv * T);  // decode: not worth waking the threads
+    parallel_for(2 * Hkv * T, [&](int64_t i0, int64_t i1, int) { rows(i0, i1); });
 }
 
 void Context::attend(int64_t l, float* out, const float* q, int64_t T, float scale, int64_t n_window) {

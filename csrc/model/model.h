@@ -130,6 +130,8 @@ private:
     // then copies (f32 cache) or rounds (f16) into layer l's cache.
     float* kv_dst(int which);
     void kv_store(int64_t l, int64_t T);
+    // the same from k and v given as (T, kv_dim) rows ld floats apart (GPT-2: inside the fused qkv rows)
+    void kv_store(int64_t l, int64_t T, const float* k, const float* v, int64_t ld);
     // out (T, n_head hd) = attention of q (T, n_head hd) over layer l's cache (shared prefix + own rows)
     void attend(int64_t l, float* out, const float* q, int64_t T, float scale, int64_t n_window);
 
