@@ -121,12 +121,14 @@ static py::array_t<float> unary_py(const std::string& isa, const py::array& x, c
     float* o = out.mutable_data();
     std::memcpy(o, x.data(), x.shape(0) * sizeof(float));
     const bool gelu = std::string(which) == "gelu";
-    py::gil_scoped_release nogil;
-    set_num_threads(n_threads > 0 ? n_threads : 1);
-    if (gelu)
-        K.gelu_tanh(o, x.shape(0));
-    else
-        K.softmax(o, x.shape(0));
+    {
+        py::gil_scoped_release nogil;
+        set_num_threads(n_threads > 0 ? n_threads : 1);
+        if (gelu)
+            K.gelu_tanh(o, x.shape(0));
+        else
+            K.softmax(o, x.shape(0));
+    }
     return out;
 }
 
@@ -138,9 +140,11 @@ static py::array_t<float> add_py(const std::string& isa, const py::array& a, con
     py::array_t<float> out(a.shape(0));
     float* o = out.mutable_data();
     const float *ap = static_cast<const float*>(a.data()), *bp = static_cast<const float*>(b.data());
-    py::gil_scoped_release nogil;
-    set_num_threads(n_threads > 0 ? n_threads : 1);
-    K.add(o, ap, bp, a.shape(0));
+    {
+        py::gil_scoped_release nogil;
+        set_num_threads(n_threads > 0 ? n_threads : 1);
+        K.add(o, ap, bp, a.shape(0));
+    }
     return out;
 }
 
@@ -279,9 +283,11 @@ static py::array_t<float> rope_py(const std::string& isa, const py::array& x, in
     float* o = out.mutable_data();
     std::memcpy(o, x.data(), T * x.shape(1) * sizeof(float));
     const float* cs = static_cast<const float*>(cos_sin.data());
-    py::gil_scoped_release nogil;
-    set_num_threads(n_threads > 0 ? n_threads : 1);
-    K.rope(o, T, n_heads, hd, x.shape(1), n_rot, cs, neox);
+    {
+        py::gil_scoped_release nogil;
+        set_num_threads(n_threads > 0 ? n_threads : 1);
+        K.rope(o, T, n_heads, hd, x.shape(1), n_rot, cs, neox);
+    }
     return out;
 }
 
@@ -296,9 +302,11 @@ static py::array_t<float> glu_py(const std::string& isa, const py::array& g, con
     float* o = out.mutable_data();
     std::memcpy(o, g.data(), g.shape(0) * sizeof(float));
     const float* up = static_cast<const float*>(u.data());
-    py::gil_scoped_release nogil;
-    set_num_threads(n_threads > 0 ? n_threads : 1);
-    (gelu ? K.gelu_mul : K.silu_mul)(o, up, g.shape(0));
+    {
+        py::gil_scoped_release nogil;
+        set_num_threads(n_threads > 0 ? n_threads : 1);
+        (gelu ? K.gelu_mul : K.silu_mul)(o, up, g.shape(0));
+    }
     return out;
 }
 

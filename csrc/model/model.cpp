@@ -171,8 +171,8 @@ void Context::reserve(int64_t n) {
     ff2_.resize(cfg_.arch != Arch::GPT2 ? n * F : 0);
     rope_cs_.resize(cfg_.arch != Arch::GPT2 ? n * cfg_.head_dim() : 0);
     rope_cs_swa_.resize(cfg_.arch == Arch::GEMMA3 ? n * cfg_.head_dim() : 0);
-    k_new_.resize(n * kv_dim());
-    v_new_.resize(n * kv_dim());
+    k_new_.resize(cfg_.arch != Arch::GPT2 ? n * kv_dim() : 0);  // GPT-2 stores k, v from its qkv rows
+    v_new_.resize(cfg_.arch != Arch::GPT2 ? n * kv_dim() : 0);
     size_t q = 0;
     auto need = [&](const Tensor& t) {
         q = std::max(q, cfg_.exact ? matmul_exact_scratch_bytes(t, n_threads_) : matmul_scratch_bytes(t, n));
