@@ -356,8 +356,7 @@ def test_elementwise_kernels_same_bits_on_any_thread_count(isa):
     n = 3 * 4 * 4096 + 4096 + 1003  # whole chunks, then a short one that ends in a scalar tail
     g = misaligned((r.standard_normal(n) * 5).astype(np.float32))
     u = r.standard_normal(n).astype(np.float32)
-    gd = g.astype(np.float64)
-    gelu = 0.5 * gd * (1 + np.tanh(np.sqrt(2 / np.pi) * (gd + 0.044715 * gd ** 3)))
+    gd, gelu = g.astype(np.float64), gelu_np(g)
     x = r.standard_normal((300, 4 * 64)).astype(np.float32)  # rope: 300 tokens of 4 heads, cut by token
     pos = np.arange(300, dtype=np.float64)
     rope_want, cs = rope_np(x, 4, 64, pos, 10000.0, False)

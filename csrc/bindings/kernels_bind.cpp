@@ -428,7 +428,7 @@ void register_kernels(py::module_& m) {
     k.def("layernorm", &layernorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("b") = py::none(),
           py::arg("eps") = 1e-5f);
     k.def("rmsnorm", &rmsnorm_py, py::arg("isa"), py::arg("x"), py::arg("g"), py::arg("eps") = 1e-5f);
-    // the elementwise kernels and rope: n_threads for their parallel paths (taken only for 16384 elements or more)
+    // the elementwise kernels and rope: n_threads for their parallel paths (taken from PAR_MIN_ELEMS elements)
     k.def("rope", &rope_py, py::arg("isa"), py::arg("x"), py::arg("n_heads"), py::arg("n_rot"), py::arg("cos_sin"),
           py::arg("neox"), py::arg("n_threads") = 1);
     k.def(

@@ -21,6 +21,8 @@ struct MatmulJob {
 constexpr int PI_MAX_JOBS = 4;
 // attention works on blocks of this many consecutive queries of one head (its scratch holds a row per query)
 constexpr int ATTN_QUERY_BLOCK = 4;
+// elementwise work below this many elements (a decode step's) runs in the caller: waking the threads costs more
+constexpr int64_t PAR_MIN_ELEMS = 16384;
 
 struct Kernels {
     Isa isa;
@@ -56,7 +58,7 @@ struct Kernels {
     // x (n) in place: exp(x - max) / sum
     void (*softmax)(float* x, int64_t n);
     // [par] out (n) = a + b   (out may alias a or b).  The elementwise [par] kernels run in the caller alone
-    // below 16384 elements (decode) and split at multiples of 4096 above, so each element's arithmetic is the same.
+    // below PAR_MIN_ELEMS (decode) and split at multiples of 4096 above, so each element's arithmetic is the same.
     void (*add)(float* out, const float* a, const float* b, int64_t n);
     // [par] causal multi-head attention of T new queries over a KV cache holding n_past + T positions, kept in
     // two spans: positions j < n_shared from (k_shared, v_shared) (a prefix shared with other sequences, e.g.

@@ -53,7 +53,7 @@ void Context::kv_store(int64_t l, int64_t T, const float* k, const float* v, int
                 std::memcpy(dst, src, hd * sizeof(float));
         }
     };
-    if (T * kv_dim() < 16384) return rows(0, 2 * Hkv * T);  // decode: not worth waking the threads
+    if (T * kv_dim() < PAR_MIN_ELEMS) return rows(0, 2 * Hkv * T);  // decode: not worth waking the threads
     parallel_for(2 * Hkv * T, [&](int64_t i0, int64_t i1, int) { rows(i0, i1); });
 }
 
