@@ -1,12 +1,11 @@
 """Byte-level BPE tokenizer (GPT-2, SmolLM, Llama 3, Qwen2 families): text -> token ids, ids -> bytes/text, and an
-incremental decoder for streaming. Python (`regex` for pre-tokenization; the vocabulary's tables are built in C++ at
-load), tokenizing as llama.cpp does for the GGUF pre-tokenizer names it knows; reads GGUF-style token/merge lists,
-HF vocab.json+merges.txt or tokenizer.json. It does not implement SentencePiece-style vocabularies
-(tokenizer_spm.py), unigram models, normalizers, chat templates (chat.py), or BOS insertion (`add_bos` is metadata
-for the caller that builds the prompt).
+incremental decoder for streaming. Python (`regex` for pre-tokenization) over a C++ vocabulary (csrc/tokenizer/bpe.h:
+token bytes, merge ranks, the merge loop), tokenizing as llama.cpp does for the GGUF pre-tokenizer names it knows;
+reads GGUF-style token/merge lists, HF vocab.json+merges.txt or tokenizer.json. It does not implement
+SentencePiece-style vocabularies (tokenizer_spm.py), unigram models, normalizers, chat templates (chat.py), or BOS
+insertion (`add_bos` is metadata for the caller that builds the prompt).
 """
 import codecs
-import heapq
 import itertools
 import json
 import operator
@@ -231,7 +230,6 @@ def llama_cpp_eog_ids(tokens, ids: dict) -> tuple:
 
 _CACHE_MAX_ENTRIES = 100_000  # pre-token -> ids cache; cleared when full
 _CACHE_MAX_PIECE_LEN = 256    # longer pre-tokens (e.g. whitespace runs) are not cached
-_HEAP_MIN_LEN = 128           # pre-tokens with more bytes than this use the O(n log n) heap merge
 
 
 def bytes_to_unicode() -> dict:
@@ -250,57 +248,38 @@ def bytes_to_unicode() -> dict:
 _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
 
-# The byte-level alphabet as a charmap codec table: char _BYTE_TO_CHAR[b] <-> byte b, one char per byte.
-_BYTE_LEVEL_CODEC = codecs.charmap_build("".join(_BYTE_TO_CHAR[b] for b in range(256)))
-# The same as a lookup table for _ext.tokenizer.token_bytes: code point -> byte, -1 outside the alphabet.
+# The byte-level alphabet as a lookup table for _ext.tokenizer.BpeVocab: code point -> byte, -1 outside it.
 _BYTE_LEVEL_TABLE = np.full(max(map(ord, _CHAR_TO_BYTE)) + 1, -1, np.int32)
 _BYTE_LEVEL_TABLE[list(map(ord, _CHAR_TO_BYTE))] = list(_CHAR_TO_BYTE.values())
 
 
-def _token_bytes(t: str) -> bytes:
-    """A byte-level BPE token's bytes: each char through the byte table; a char outside it as its own UTF-8."""
-    try:
-        return codecs.charmap_encode(t, "strict", _BYTE_LEVEL_CODEC)[0]
-    except UnicodeEncodeError:
-        return b"".join(bytes([_CHAR_TO_BYTE[c]]) if c in _CHAR_TO_BYTE else c.encode("utf-8") for c in t)
-
-
-def _tokens_bytes(tokens: list) -> list:
-    """[_token_bytes(t) or None] for a whole vocabulary: in C++ when every char is in the byte table, else token by
-    token."""
-    out = _ext.tokenizer.token_bytes(tokens, _BYTE_LEVEL_TABLE)
-    return out if out is not None else [None if t is None else _token_bytes(t) for t in tokens]
-
-
-def _merge_table(merges, tokens: list, tok_id: dict, n_vocab: int) -> dict:
-    """{a * n_vocab + b: rank * n_vocab + id(a + b)} of merges ("a b" strings or [a, b] pairs) over tokens (tok_id:
-    text -> first id), the first of a repeated pair winning; a ValueError naming the first bad merge."""
+def _merge_ids(merges, tokens: list) -> tuple:
+    """(a, b, ab), int64 [len(merges)] each: the ids of each merge's two tokens and of their concatenation (a text's
+    first id), for merges "a b" strings or [a, b] pairs over tokens; a ValueError naming the first bad merge."""
     merges = list(merges)
     ids = _ext.tokenizer.merge_ids(tokens, merges)  # the usual case, in C++: every merge "a b" of known tokens
     if ids is not None and all(x.min(initial=0) >= 0 for x in ids):
-        ia, ib, ic = ids
-    else:
-        ia, ib, ic = [], [], []
-        for rank, m in enumerate(merges):
-            if isinstance(m, str):
-                parts = m.split(" ")
-            elif isinstance(m, (list, tuple)):
-                parts = list(m)
-            else:
-                raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
-            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
-                raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
-            a, b = parts
-            ids = tok_id.get(a), tok_id.get(b), tok_id.get(a + b)
-            if None in ids:
-                missing = [x for x, i in zip((a, b, a + b), ids) if i is None]
-                raise ValueError(f"merge {rank} {m!r}: token(s) {missing} not in the vocabulary")
-            ia.append(ids[0])
-            ib.append(ids[1])
-            ic.append(ids[2])
-    keys = (np.asarray(ia, np.int64) * n_vocab + np.asarray(ib, np.int64)).tolist()
-    vals = (np.arange(len(merges), dtype=np.int64) * n_vocab + np.asarray(ic, np.int64)).tolist()
-    return dict(zip(reversed(keys), reversed(vals)))  # the lowest rank last: it wins
+        return ids
+    tok_id = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1)))  # text -> first id (the last written wins)
+    ia, ib, ic = [], [], []
+    for rank, m in enumerate(merges):
+        if isinstance(m, str):
+            parts = m.split(" ")
+        elif isinstance(m, (list, tuple)):
+            parts = list(m)
+        else:
+            raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
+        if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+            raise ValueError(f"merge {rank}: expected 'a b' or [a, b], got {m!r}")
+        a, b = parts
+        ids = tok_id.get(a), tok_id.get(b), tok_id.get(a + b)
+        if None in ids:
+            missing = [x for x, i in zip((a, b, a + b), ids) if i is None]
+            raise ValueError(f"merge {rank} {m!r}: token(s) {missing} not in the vocabulary")
+        ia.append(ids[0])
+        ib.append(ids[1])
+        ic.append(ids[2])
+    return tuple(np.asarray(x, np.int64) for x in (ia, ib, ic))
 
 
 def _fix_surrogates(text: str) -> str:
@@ -357,29 +336,17 @@ class BPETokenizer:
             raise ValueError(f"token(s) {sorted(both)[:5]} are both special and user-defined")
         special_tokens = self.special_tokens
 
-        # str -> id for ordinary tokens (first occurrence wins if a vocabulary repeats a string). The loops below run
-        # at C speed where they can (a GGUF vocabulary holds 50k-260k tokens and as many merges: load time).
+        # The vocabulary's tables, in C++ (a GGUF vocabulary holds 50k-260k tokens and as many merges: load time and
+        # memory): each id's bytes (special and user-defined tokens decode to their content; an ordinary token's chars
+        # go through the byte table, a char outside it as its own UTF-8, as HF's ByteLevel decoder does), each
+        # byte's token, the merge ranks (the first of a repeated pair wins), and with ignore_merges each token's
+        # bytes -> its first id.
         if not set(map(type, tokens)) <= {str, type(None)}:
             i = next(i for i, t in enumerate(tokens) if t is not None and not isinstance(t, str))
             raise ValueError(f"token {i}: expected str, got {type(tokens[i]).__name__}")
-        self._token_to_id = dict(zip(reversed(tokens), range(n_vocab - 1, -1, -1)))  # the lowest id last: it wins
-        self._token_to_id.pop(None, None)
-        tok_id = self._token_to_id
-
-        # byte value -> id of its single-byte token (None if the vocabulary lacks it).
-        self._byte_ids = [tok_id.get(_BYTE_TO_CHAR[b]) for b in range(256)]
-        self._all_bytes = None not in self._byte_ids
-
-        # Merge table: key a * n_vocab + b -> rank * n_vocab + merged id. Comparing packed values compares ranks
-        # (equal rank means the same pair, hence the same merged id).
-        self._merges = _merge_table(merges, tokens, tok_id, n_vocab)
-
-        # id -> bytes. Special tokens decode to their content; ordinary tokens through the byte table, with chars
-        # outside it falling back to their own UTF-8 (as HF's ByteLevel decoder does).
-        id_bytes = _tokens_bytes(tokens)
-        for content, i in (*special_tokens.items(), *self.user_defined_tokens.items()):
-            id_bytes[i] = content.encode("utf-8")
-        self._id_bytes = id_bytes
+        contents = {i: c.encode("utf-8") for c, i in (*special_tokens.items(), *self.user_defined_tokens.items())}
+        self._vocab = _ext.tokenizer.BpeVocab(tokens, _BYTE_LEVEL_TABLE, *_merge_ids(merges, tokens), contents,
+                                              whole=self._ignore_merges)
 
         # Literal tokens in llama.cpp's matching order: longest UTF-8 first (ties by id; llama.cpp leaves their
         # order unspecified). [(content, id)]
@@ -525,92 +492,13 @@ class BPETokenizer:
             out.extend(ids)
 
     def _bpe(self, data: bytes) -> tuple:
-        """Byte-level BPE of one pre-token: repeatedly merge the lowest-rank adjacent pair, leftmost on ties."""
-        byte_ids = self._byte_ids
-        parts = [byte_ids[b] for b in data]
-        if not self._all_bytes and None in parts:
-            if not self._skip_missing_bytes:
-                b = data[parts.index(None)]
-                raise ValueError(f"byte 0x{b:02x} has no token in the vocabulary (expected {_BYTE_TO_CHAR[b]!r})")
-            # llama.cpp (and HF BPE without unk_token): such a byte merges with nothing and is dropped.
-            out = []
-            start = 0
-            for k, p in enumerate(parts + [None]):
-                if p is None:
-                    if k > start:
-                        out.extend(self._bpe_merge(parts[start:k]))
-                    start = k + 1
-            return tuple(out)
-        if len(parts) < 2:
-            return tuple(parts)
-        if self._ignore_merges:
-            whole = self._token_to_id.get("".join(_BYTE_TO_CHAR[b] for b in data))
-            if whole is not None:
-                return (whole,)
-        return self._bpe_merge(parts)
-
-    def _bpe_merge(self, parts: list) -> tuple:
-        """Merges over byte-token ids `parts` (consumed)."""
-        if len(parts) < 2:
-            return tuple(parts)
-        if len(parts) > _HEAP_MIN_LEN:
-            return self._bpe_heap(parts)
-        n = self._n_vocab
-        get = self._merges.get
-        inf = float("inf")
-        # ranks[i]: packed rank of the pair (parts[i], parts[i+1]), inf if no merge.   [len(parts) - 1]
-        ranks = [get(a * n + b, inf) for a, b in zip(parts, parts[1:])]
-        while True:
-            best = min(ranks)
-            if best == inf:
-                return tuple(parts)
-            i = ranks.index(best)
-            new = best % n
-            parts[i] = new
-            del parts[i + 1]
-            del ranks[i]
-            if i > 0:
-                ranks[i - 1] = get(parts[i - 1] * n + new, inf)
-            if i < len(ranks):
-                ranks[i] = get(new * n + parts[i + 1], inf)
-            if not ranks:
-                return tuple(parts)
-
-    def _bpe_heap(self, parts: list) -> tuple:
-        """Same result as the list merge in _bpe, O(n log n): a heap of candidate pairs over a linked list."""
-        n = self._n_vocab
-        get = self._merges.get
-        sym = parts                                  # sym[i]: id at position i, -1 once merged away
-        nxt = list(range(1, len(sym) + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, len(sym) - 1))
-        heap = []                                    # (packed rank, left position, left id, right id)
-        for i in range(len(sym) - 1):
-            r = get(sym[i] * n + sym[i + 1])
-            if r is not None:
-                heap.append((r, i, sym[i], sym[i + 1]))
-        heapq.heapify(heap)
-        while heap:
-            r, i, a, b = heapq.heappop(heap)
-            j = nxt[i]
-            if sym[i] != a or j < 0 or sym[j] != b:
-                continue                              # stale: one side was merged since this entry was pushed
-            new = r % n
-            sym[i] = new
-            sym[j] = -1
-            k = nxt[j]
-            nxt[i] = k
-            if k >= 0:
-                prv[k] = i
-                r2 = get(new * n + sym[k])
-                if r2 is not None:
-                    heapq.heappush(heap, (r2, i, new, sym[k]))
-            p = prv[i]
-            if p >= 0:
-                r2 = get(sym[p] * n + new)
-                if r2 is not None:
-                    heapq.heappush(heap, (r2, p, sym[p], new))
-        return tuple(s for s in sym if s >= 0)
+        """Byte-level BPE of one pre-token: repeatedly merge the lowest-rank adjacent pair, leftmost on ties (in
+        C++, BpeVocab.bpe)."""
+        ids = self._vocab.bpe(data, self._skip_missing_bytes, self._ignore_merges)
+        if ids is None:
+            b = next(b for b in data if self._vocab.byte_id(b) < 0)
+            raise ValueError(f"byte 0x{b:02x} has no token in the vocabulary (expected {_BYTE_TO_CHAR[b]!r})")
+        return ids
 
     # ----- decode ----------------------------------------------------------------------------------------------
 
@@ -619,12 +507,15 @@ class BPETokenizer:
             i = operator.index(id)
         except TypeError:
             raise ValueError(f"invalid token id {id!r}: not an integer") from None
-        if not 0 <= i < self._n_vocab or self._id_bytes[i] is None:
+        b = self._vocab.token_bytes(i) if 0 <= i < self._n_vocab else None
+        if b is None:
             raise ValueError(f"invalid token id {id!r} (n_vocab={self._n_vocab})")
-        return self._id_bytes[i]
+        return b
 
     def decode_bytes(self, ids) -> bytes:
-        return b"".join([self.token_bytes(i) for i in ids])
+        ids = ids if isinstance(ids, list) else list(ids)
+        out = self._vocab.decode(ids)  # None if an id is not a token: token_bytes names it
+        return b"".join([self.token_bytes(i) for i in ids]) if out is None else out
 
     def decode(self, ids) -> str:
         """UTF-8 text of ids; invalid byte sequences become U+FFFD."""

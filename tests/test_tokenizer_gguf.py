@@ -352,7 +352,7 @@ def test_tokenizer_json_pretokenizers_detected(fields, tok, tmp_path):
         loaded[name] = BPETokenizer.from_tokenizer_json(path)
         assert loaded[name].pre == name
     assert loaded["llama-bpe"]._ignore_merges
-    strings = [s for s in adversarial_corpus() if all(tok._byte_ids[b] is not None for b in s.encode("utf-8"))]
+    strings = [s for s in adversarial_corpus() if all(tok._vocab.byte_id(b) >= 0 for b in s.encode("utf-8"))]
     for special in (False, True):
         assert [s for s in strings if loaded["smollm"].encode(s, special) != tok.encode(s, special)] == []
 
@@ -411,39 +411,56 @@ def test_invalid_utf8_in_a_string_array_is_a_clear_error(metadata, tmp_path):
 
 
 def test_tokenizer_tables_equal_their_definitions(tok, metadata):
-    """The merge table, token ids and id -> bytes, built with C-speed loops, equal the plain per-item definitions
-    (first occurrence / lowest rank wins); and a vocabulary with chars outside the byte table (their own UTF-8)."""
-    from pyinfer.tokenizer import _CHAR_TO_BYTE, BPETokenizer
+    """The C++ vocabulary (BpeVocab) equals the plain per-item definitions: the merge table (first occurrence of a
+    text / lowest rank of a pair wins), each byte's token, id -> bytes, and with ignore_merges bytes -> first id; and
+    a vocabulary with chars outside the byte table (their own UTF-8), repeats and unused ids."""
+    from pyinfer.tokenizer import _BYTE_TO_CHAR, _CHAR_TO_BYTE, BPETokenizer
     tokens = metadata["tokenizer.ggml.tokens"][0]
     merges = metadata["tokenizer.ggml.merges"][0]
     first = {}
     for i, t in enumerate(tokens):
         first.setdefault(t, i)
-    assert tok._token_to_id == first
-    n = len(tokens)
+    v = tok._vocab
     want = {}
     for rank, m in enumerate(merges):
         a, b = m.split(" ")
-        want.setdefault(first[a] * n + first[b], rank * n + first[a + b])
-    assert tok._merges == want
-    assert tok._id_bytes[100:5000] == [bytes(_CHAR_TO_BYTE[c] for c in t) for t in tokens[100:5000]]
-    odd = BPETokenizer(["a", "b", "ab", "\u20ac", "a\u20ac", "ab"], ["a b", "a \u20ac", "a b"])
-    assert odd._id_bytes[3] == "\u20ac".encode() and odd._id_bytes[4] == b"a" + "\u20ac".encode()
-    assert odd._token_to_id["ab"] == 2 and odd._merges == {0 * 6 + 1: 0 * 6 + 2, 0 * 6 + 3: 1 * 6 + 4}
+        want.setdefault((first[a], first[b]), (rank, first[a + b]))
+    assert v.n_merges == len(want)
+    assert [p for p, r in want.items() if v.merge(*p) != r] == []
+    assert v.merge(first["a"], first["\u0120"]) is None and v.merge(-1, 0) is None and v.merge(0, len(tokens)) is None
+    byte_of = {c: bytes([b]) for c, b in _CHAR_TO_BYTE.items()}
+    assert [b for b in range(256) if v.byte_id(b) != first.get(_BYTE_TO_CHAR[b], -1)] == []
+    special = set(tok.special_tokens.values()) | set(tok.user_defined_tokens.values())
+    assert [i for i in range(len(tokens))
+            if i not in special and v.token_bytes(i) != b"".join(byte_of[c] for c in tokens[i])] == []
+    assert [i for i in special if v.token_bytes(i) != tokens[i].encode()] == []
+    assert v.token_bytes(-1) is None and v.token_bytes(len(tokens)) is None
+    llama3 = BPETokenizer(tokens, merges, pre="llama-bpe")  # ignore_merges: bytes -> the first id of that text
+    assert [t for t, i in first.items() if llama3._vocab.whole_id(b"".join(byte_of[c] for c in t)) != i] == []
+    assert llama3._vocab.whole_id(b"\xff\xfe not a token") == -1 and tok._vocab.whole_id(b"the") == -1
+    odd = BPETokenizer(["a", "b", "ab", "\u20ac", "a\u20ac", "ab", None, "\u20ac"], ["a b", "a \u20ac", "a b"])
+    assert [odd.token_bytes(i) for i in (3, 4, 5)] == ["\u20ac".encode(), b"a" + "\u20ac".encode(), b"ab"]
+    assert odd._vocab.merge(0, 1) == (0, 2) and odd._vocab.merge(0, 3) == (1, 4) and odd._vocab.n_merges == 2
+    assert odd._vocab.token_bytes(6) is None and odd._vocab.byte_id(ord("a")) == 0
+    with pytest.raises(ValueError, match="invalid token id 6"):
+        odd.decode([6])
     with pytest.raises(ValueError, match="merge 1"):
         BPETokenizer(["a", "b", "ab"], ["a b", "a c"])
     with pytest.raises(ValueError, match="merge 0"):
         BPETokenizer(["a", "b", "ab"], [["a", 5]])
     with pytest.raises(ValueError, match="token 1: expected str"):
         BPETokenizer(["a", 7], [])
+    with pytest.raises(ValueError, match="token 1 holds a lone surrogate .U.D800"):
+        BPETokenizer(["a", "b\ud800"], [])
 
 
 def test_cpp_vocabulary_helpers_decline_what_python_must_check():
-    """_ext.tokenizer's merge_ids / token_bytes give the ids and bytes of the plain definitions, -1 for a text not in
-    the vocabulary, and None (the Python path then runs and names the problem) for anything irregular."""
+    """_ext.tokenizer.merge_ids gives the ids of the plain definitions, -1 for a text not in the vocabulary, and None
+    (the Python path then runs and names the problem) for anything irregular; BpeVocab checks its arrays and merges
+    alone the runs between bytes that have no token."""
     import numpy as np
     from pyinfer import _ext
-    from pyinfer.tokenizer import _BYTE_LEVEL_TABLE, _CHAR_TO_BYTE
+    from pyinfer.tokenizer import _BYTE_LEVEL_TABLE
     T = _ext.tokenizer
     tokens = ["a", "b", None, "ab", "a", "", "\u0120x", "b\u0120x"]
     a, b, ab = T.merge_ids(tokens, ["a b", "b \u0120x", "ab a", " a", "a q"])
@@ -451,13 +468,19 @@ def test_cpp_vocabulary_helpers_decline_what_python_must_check():
     for bad_merges in (["a b c"], ["ab"], [["a", "b"]], ["a \ud800"]):
         assert T.merge_ids(tokens, bad_merges) is None, bad_merges
     assert T.merge_ids(["a", 7], ["a b"]) is None and T.merge_ids(["\udc00"], []) is None
-    got = T.token_bytes(tokens, _BYTE_LEVEL_TABLE)
-    assert got == [None if t is None else bytes(_CHAR_TO_BYTE[c] for c in t) for t in tokens]
-    assert got[6] == b" x"
-    assert T.token_bytes(["a", "\u20ac"], _BYTE_LEVEL_TABLE) is None  # outside the byte alphabet
-    assert T.token_bytes(["a", 3], _BYTE_LEVEL_TABLE) is None
+    ids = [np.array(x, np.int64) for x in ([0], [1], [3])]
+    v = T.BpeVocab(tokens, _BYTE_LEVEL_TABLE, *ids, {}, whole=False)
+    assert [v.token_bytes(i) for i in range(8)] == [b"a", b"b", None, b"ab", b"a", b"", b" x", b"b x"]
+    assert v.bpe(b"ab", False, False) == (3,) and v.bpe(b"abq", False, False) is None
+    assert v.bpe(b"aqb", True, False) == (0, 1) and v.bpe(b"abqab", True, False) == (3, 3)
     with pytest.raises(ValueError, match="table"):
-        T.token_bytes(["a"], np.zeros(4, np.int64))
+        T.BpeVocab(tokens, np.zeros(4, np.int64), *ids, {}, whole=False)
+    with pytest.raises(ValueError, match="merge 0: token id outside"):
+        T.BpeVocab(tokens, _BYTE_LEVEL_TABLE, ids[0], ids[1], np.array([8], np.int64), {}, whole=False)
+    with pytest.raises(ValueError, match="differ in length"):
+        T.BpeVocab(tokens, _BYTE_LEVEL_TABLE, ids[0], ids[1], np.array([3, 3], np.int64), {}, whole=False)
+    with pytest.raises(ValueError, match="content of token 9"):
+        T.BpeVocab(tokens, _BYTE_LEVEL_TABLE, *ids, {9: b"x"}, whole=False)
     # repeated texts among control tokens: the last id wins, NORMAL ones between change nothing
     special, user = gguf_special_tokens(["<c>", "<c>", "x", "<c>", "<c>"], [3, 1, 1, 3, 1])
     assert special == {"<c>": 3} and user == {}

@@ -1,11 +1,18 @@
-// Byte-level BPE tables built at load for pyinfer/tokenizer.py: the ids of every merge "a b", and every token's bytes.
-// A GGUF vocabulary holds 50k-260k tokens and as many merges; Python loops over them took ~110 ms of the default
-// model's ~300 ms load.  Whatever is irregular is left to the Python code (None here), which names the problem.
+// The byte-level BPE vocabulary for pyinfer/tokenizer.py (BpeVocab, csrc/tokenizer/bpe.h: built at load, the merge
+// loop per pre-token), and the ids of every merge "a b".  A GGUF vocabulary holds 50k-260k tokens and as many merges:
+// Python loops over them took ~110 ms of the default model's ~300 ms load, Python dicts of them ~15 MB.  Whatever is
+// irregular in the merges is left to the Python code (None here), which names the problem.
 #include "common_bind.h"
+
+#include <cstdio>
+#include <memory>
 
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
+
+#include "../tokenizer/bpe.h"
 
 namespace pyinfer {
 
@@ -58,40 +65,142 @@ static py::object merge_ids(const py::list& tokens, const py::list& merges) {
     return py::make_tuple(a, b, ab);
 }
 
-// [bytes or None]: each token's chars through table (int32, code point -> byte, -1 where none), None for a None token;
-// None for the whole list when a token has a char outside the table, or is neither a str nor None.
-static py::object token_bytes(const py::list& tokens, const py::array& table) {
+static void append_utf8(std::string& s, Py_UCS4 c) {
+    if (c < 0x80) {
+        s += (char)c;
+    } else if (c < 0x800) {
+        s += (char)(0xC0 | c >> 6), s += (char)(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+        s += (char)(0xE0 | c >> 12), s += (char)(0x80 | (c >> 6 & 0x3F)), s += (char)(0x80 | (c & 0x3F));
+    } else {
+        s += (char)(0xF0 | c >> 18), s += (char)(0x80 | (c >> 12 & 0x3F)), s += (char)(0x80 | (c >> 6 & 0x3F));
+        s += (char)(0x80 | (c & 0x3F));
+    }
+}
+
+// BPETokenizer's vocabulary: tokens [str or None] (None: an unused id), each char through table (int32, code point ->
+// byte, -1 outside the byte-level alphabet, where a char stands for its own UTF-8); the merges as the ids of their
+// two tokens and of the merged one (int64 [n_merges] each, in rank order); contents {id: bytes} for the tokens that
+// decode to their content (special, user-defined); whole: index the tokens' bytes for whole_id (ignore_merges).
+static std::unique_ptr<BpeVocab> make_vocab(const py::list& tokens, const py::array& table, const py::array& a,
+                                            const py::array& b, const py::array& ab, const py::dict& contents,
+                                            bool whole) {
     checked<int32_t>(table, "table", 1);
+    for (const py::array* x : {&a, &b, &ab}) checked<int64_t>(*x, "merge ids", 1);
+    check_arg(a.shape(0) == b.shape(0) && a.shape(0) == ab.shape(0), "merge ids: the three arrays differ in length");
     const int32_t* tb = static_cast<const int32_t*>(table.data());
     const Py_UCS4 n_table = (Py_UCS4)table.shape(0);
     const py::ssize_t n = (py::ssize_t)tokens.size();
-    py::list out(n);
+    check_arg(n < INT32_MAX, "vocabulary of " + std::to_string(n) + " tokens: too large");
+    auto v = std::make_unique<BpeVocab>();
+    std::string bytes;
     for (py::ssize_t i = 0; i < n; i++) {
         PyObject* t = PyList_GET_ITEM(tokens.ptr(), i);
         if (t == Py_None) {
-            PyList_SET_ITEM(out.ptr(), i, py::none().release().ptr());
+            v->add_absent();
             continue;
         }
-        if (!PyUnicode_Check(t)) return py::none();
+        check_arg(PyUnicode_Check(t), "token " + std::to_string(i) + ": expected str");
         const Py_ssize_t len = PyUnicode_GET_LENGTH(t);
         const int kind = PyUnicode_KIND(t);
         const void* data = PyUnicode_DATA(t);
-        py::bytes bs(nullptr, (size_t)len);
-        char* dst = PyBytes_AS_STRING(bs.ptr());
+        bool pure = true;
+        bytes.clear();
         for (Py_ssize_t k = 0; k < len; k++) {
             const Py_UCS4 c = PyUnicode_READ(kind, data, k);
-            if (c >= n_table || tb[c] < 0) return py::none();
-            dst[k] = (char)tb[c];
+            if (c < n_table && tb[c] >= 0) {
+                bytes += (char)tb[c];
+                continue;
+            }
+            if (c >= 0xD800 && c <= 0xDFFF) {
+                char u[8];
+                std::snprintf(u, sizeof u, "%04X", (unsigned)c);
+                throw std::invalid_argument("token " + std::to_string(i) + " holds a lone surrogate (U+" + u +
+                                            "), which has no UTF-8");
+            }
+            pure = false;
+            append_utf8(bytes, c);
         }
-        PyList_SET_ITEM(out.ptr(), i, bs.release().ptr());  // steals the reference
+        v->add_token(bytes, pure);
     }
-    return out;
+    const int64_t *pa = static_cast<const int64_t*>(a.data()), *pb = static_cast<const int64_t*>(b.data()),
+                  *pab = static_cast<const int64_t*>(ab.data());
+    for (py::ssize_t r = 0; r < a.shape(0); r++) {
+        check_arg(pa[r] >= 0 && pa[r] < n && pb[r] >= 0 && pb[r] < n && pab[r] >= 0 && pab[r] < n,
+                  "merge " + std::to_string(r) + ": token id outside the vocabulary");
+        v->add_merge((int32_t)pa[r], (int32_t)pb[r], (int32_t)pab[r]);
+    }
+    for (const auto& kv : contents) {
+        const int64_t id = kv.first.cast<int64_t>();
+        check_arg(id >= 0 && id < n, "content of token " + std::to_string(id) + ": id outside the vocabulary");
+        check_arg(PyBytes_Check(kv.second.ptr()), "content of token " + std::to_string(id) + ": expected bytes");
+        v->set_content((int32_t)id, std::string_view(PyBytes_AS_STRING(kv.second.ptr()),
+                                                      (size_t)PyBytes_GET_SIZE(kv.second.ptr())));
+    }
+    v->finish(whole);
+    return v;
+}
+
+// The BPE of one pre-token's bytes as a tuple of ids; None when a byte has no token and skip_missing is false (the
+// Python caller names the byte).
+static py::object vocab_bpe(const BpeVocab& v, const py::bytes& data, bool skip_missing, bool ignore_merges) {
+    const char* s = PyBytes_AS_STRING(data.ptr());
+    const size_t n = (size_t)PyBytes_GET_SIZE(data.ptr());
+    thread_local std::vector<int32_t> out;
+    out.clear();
+    int missing = -1;
+    if (!v.encode((const uint8_t*)s, n, skip_missing, ignore_merges, out, &missing)) return py::none();
+    py::tuple t(out.size());
+    for (size_t i = 0; i < out.size(); i++) PyTuple_SET_ITEM(t.ptr(), (Py_ssize_t)i, PyLong_FromLong(out[i]));
+    return std::move(t);
 }
 
 void register_tokenizer(py::module_& m) {
     py::module_ t = m.def_submodule("tokenizer", "vocabulary tables for the BPE tokenizer (pyinfer/tokenizer.py)");
     t.def("merge_ids", &merge_ids, py::arg("tokens"), py::arg("merges"));
-    t.def("token_bytes", &token_bytes, py::arg("tokens"), py::arg("table"));
+    py::class_<BpeVocab>(t, "BpeVocab", "a byte-level BPE vocabulary: token bytes, merge ranks, the merge loop")
+        .def(py::init(&make_vocab), py::arg("tokens"), py::arg("table"), py::arg("merge_a"), py::arg("merge_b"),
+             py::arg("merge_ab"), py::arg("contents"), py::arg("whole"))
+        .def("bpe", &vocab_bpe, py::arg("data"), py::arg("skip_missing"), py::arg("ignore_merges"))
+        .def(
+            "token_bytes",  // None for an unused id or one outside the vocabulary
+            [](const BpeVocab& v, int64_t id) -> py::object {
+                if (!v.has(id)) return py::none();
+                const std::string_view s = v.token_bytes((int32_t)id);
+                return py::bytes(s.data(), s.size());
+            },
+            py::arg("id"))
+        .def(
+            "decode",  // the bytes of ids (a list of ints), None if one is not a token (the caller names it)
+            [](const BpeVocab& v, const py::list& ids) -> py::object {
+                std::string out;
+                for (const py::handle& h : ids) {
+                    const long long id = PyLong_AsLongLong(h.ptr());  // an int, or anything with __index__
+                    if (id == -1 && PyErr_Occurred()) {
+                        PyErr_Clear();
+                        return py::none();
+                    }
+                    if (!v.has(id)) return py::none();
+                    out.append(v.token_bytes((int32_t)id));
+                }
+                return py::bytes(out);
+            },
+            py::arg("ids"))
+        .def("byte_id", [](const BpeVocab& v, int b) { check_arg(b >= 0 && b < 256, "byte outside 0..255");
+                                                        return v.byte_id((uint8_t)b); }, py::arg("byte"))
+        .def("whole_id", [](const BpeVocab& v, const py::bytes& s) { return v.whole_id(std::string(s)); },
+             py::arg("data"))
+        .def(
+            "merge",  // (rank, merged id), None if the pair does not merge
+            [](const BpeVocab& v, int64_t a, int64_t b) -> py::object {
+                if (a < 0 || b < 0 || a >= v.n_vocab() || b >= v.n_vocab()) return py::none();
+                const BpeVocab::Merge* m = v.merge((int32_t)a, (int32_t)b);
+                return m ? py::make_tuple(m->rank, m->id) : py::object(py::none());
+            },
+            py::arg("a"), py::arg("b"))
+        .def_property_readonly("n_vocab", &BpeVocab::n_vocab)
+        .def_property_readonly("n_merges", &BpeVocab::n_merges)
+        .def_property_readonly("all_bytes", &BpeVocab::all_bytes);
 }
 
 }  // namespace pyinfer
