@@ -13,12 +13,10 @@ void BpeVocab::add_token(std::string_view bytes, bool pure) {
     blob_.append(bytes);
     off_.push_back((uint32_t)blob_.size());
     state_.push_back(pure ? TEXT | PURE : TEXT);
-    if (!init_) std::fill(byte_id_, byte_id_ + 256, -1), init_ = true;
     if (pure && bytes.size() == 1 && byte_id_[(uint8_t)bytes[0]] < 0) byte_id_[(uint8_t)bytes[0]] = id;
 }
 
 void BpeVocab::add_absent() {
-    if (!init_) std::fill(byte_id_, byte_id_ + 256, -1), init_ = true;
     off_.push_back((uint32_t)blob_.size());
     state_.push_back(ABSENT);
 }
@@ -33,7 +31,6 @@ void BpeVocab::set_content(int32_t id, std::string_view bytes) {
 }
 
 void BpeVocab::finish(bool whole_tokens) {
-    if (!init_) std::fill(byte_id_, byte_id_ + 256, -1), init_ = true;
     // stable: among equal keys the lowest rank (added first) comes first and stays
     std::stable_sort(merges_.begin(), merges_.end(), [](const Merge& x, const Merge& y) { return x.key < y.key; });
     merges_.erase(std::unique(merges_.begin(), merges_.end(),
@@ -42,7 +39,6 @@ void BpeVocab::finish(bool whole_tokens) {
     merges_.shrink_to_fit();
     whole_.clear();
     if (whole_tokens) {
-        auto text = [&](int32_t i) { return std::string_view(blob_).substr(off_[i], off_[i + 1] - off_[i]); };
         for (int32_t i = 0; i < (int32_t)state_.size(); i++)
             if (state_[i] & PURE) whole_.push_back(i);
         std::stable_sort(whole_.begin(), whole_.end(), [&](int32_t x, int32_t y) { return text(x) < text(y); });
@@ -55,7 +51,7 @@ void BpeVocab::finish(bool whole_tokens) {
 
 std::string_view BpeVocab::token_bytes(int32_t id) const {
     if (state_[id] & CONTENT) return content_.find(id)->second;
-    return std::string_view(blob_).substr(off_[id], off_[id + 1] - off_[id]);
+    return text(id);
 }
 
 bool BpeVocab::all_bytes() const {
@@ -63,10 +59,9 @@ bool BpeVocab::all_bytes() const {
 }
 
 int32_t BpeVocab::whole_id(std::string_view bytes) const {
-    const auto it = std::lower_bound(whole_.begin(), whole_.end(), bytes, [&](int32_t i, std::string_view s) {
-        return std::string_view(blob_).substr(off_[i], off_[i + 1] - off_[i]) < s;
-    });
-    if (it == whole_.end() || std::string_view(blob_).substr(off_[*it], off_[*it + 1] - off_[*it]) != bytes) return -1;
+    const auto it = std::lower_bound(whole_.begin(), whole_.end(), bytes,
+                                     [&](int32_t i, std::string_view s) { return text(i) < s; });
+    if (it == whole_.end() || text(*it) != bytes) return -1;
     return *it;
 }
 

@@ -3,6 +3,7 @@
 // Flat arrays: SmolLM2's 49k tokens and 49k merges take ~1.5 MB here, where Python dicts of them took ~15 MB.
 // Knows no regexes, no special tokens' matching and no Python.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@ namespace pyinfer {
 
 class BpeVocab {
   public:
+    BpeVocab() { std::fill(byte_id_, byte_id_ + 256, -1); }
     // Tokens are added in id order: their bytes, `pure` when every char of the token's text was in the byte-level
     // alphabet (so the bytes stand for the text one to one), or absent (an unused id).
     void add_token(std::string_view bytes, bool pure);
@@ -48,6 +50,9 @@ class BpeVocab {
   private:
     enum : uint8_t { ABSENT = 0, TEXT = 1, PURE = 2, CONTENT = 4 };  // TEXT or TEXT | PURE, | CONTENT if set
     void merge_run(const int32_t* ids, size_t n, std::vector<int32_t>& out) const;
+    std::string_view text(int32_t id) const {  // the bytes of the token's text (not its content)
+        return std::string_view(blob_).substr(off_[id], off_[id + 1] - off_[id]);
+    }
 
     std::string blob_;                  // every token's bytes, in id order
     std::vector<uint32_t> off_{0};      // [n_vocab + 1]: token i is blob_[off_[i], off_[i + 1])
@@ -55,9 +60,8 @@ class BpeVocab {
     std::unordered_map<int32_t, std::string> content_;
     std::vector<Merge> merges_;         // sorted by key, one per pair
     int32_t next_rank_ = 0;
-    int32_t byte_id_[256];
+    int32_t byte_id_[256];              // byte -> the first pure one-byte token, -1 if none
     std::vector<int32_t> whole_;        // pure ids sorted by bytes, the first id of each bytes (finish(true) only)
-    bool init_ = false;
 };
 
 }  // namespace pyinfer
