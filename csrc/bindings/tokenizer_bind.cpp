@@ -148,8 +148,7 @@ static py::object vocab_bpe(const BpeVocab& v, const py::bytes& data, bool skip_
     const size_t n = (size_t)PyBytes_GET_SIZE(data.ptr());
     thread_local std::vector<int32_t> out;
     out.clear();
-    int missing = -1;
-    if (!v.encode((const uint8_t*)s, n, skip_missing, ignore_merges, out, &missing)) return py::none();
+    if (!v.encode((const uint8_t*)s, n, skip_missing, ignore_merges, out)) return py::none();
     py::tuple t(out.size());
     for (size_t i = 0; i < out.size(); i++) PyTuple_SET_ITEM(t.ptr(), (Py_ssize_t)i, PyLong_FromLong(out[i]));
     return std::move(t);

@@ -109,16 +109,13 @@ void BpeVocab::merge_run(const int32_t* ids, size_t n, std::vector<int32_t>& out
         if (s >= 0) out.push_back(s);
 }
 
-bool BpeVocab::encode(const uint8_t* data, size_t n, bool skip_missing, bool ignore_merges, std::vector<int32_t>& out,
-                      int* missing) const {
+bool BpeVocab::encode(const uint8_t* data, size_t n, bool skip_missing, bool ignore_merges,
+                      std::vector<int32_t>& out) const {
     std::vector<int32_t> parts(n);
     for (size_t i = 0; i < n; i++) parts[i] = byte_id_[data[i]];
     const auto gap = std::find(parts.begin(), parts.end(), -1);
     if (gap != parts.end()) {
-        if (!skip_missing) {
-            *missing = data[gap - parts.begin()];
-            return false;
-        }
+        if (!skip_missing) return false;
         for (size_t start = 0, k = 0; k <= n; k++)  // the runs between bytes without a token, each merged alone
             if (k == n || parts[k] < 0) {
                 merge_run(parts.data() + start, k - start, out);

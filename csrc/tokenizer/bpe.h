@@ -42,10 +42,9 @@ class BpeVocab {
 
     // The BPE of one pre-token's bytes, appended to out: each byte's token, then the lowest-rank adjacent pair merged
     // (leftmost on ties) until none merges.  A byte without a token is dropped with skip_missing (the runs between
-    // such bytes merge apart, as llama.cpp does); without it encode returns false, out untouched and *missing the
-    // byte.  ignore_merges: bytes that are themselves a token (whole_id) give that token without merging.
-    bool encode(const uint8_t* data, size_t n, bool skip_missing, bool ignore_merges, std::vector<int32_t>& out,
-                int* missing) const;
+    // such bytes merge apart, as llama.cpp does); without it encode returns false with out untouched (the caller
+    // names the byte).  ignore_merges: bytes that are themselves a token (whole_id) give that token without merging.
+    bool encode(const uint8_t* data, size_t n, bool skip_missing, bool ignore_merges, std::vector<int32_t>& out) const;
 
   private:
     enum : uint8_t { ABSENT = 0, TEXT = 1, PURE = 2, CONTENT = 4 };  // TEXT or TEXT | PURE, | CONTENT if set
