@@ -107,9 +107,10 @@ def quant_matmul_oracle(x, raw, qtype):
 def test_quant_matmul(isa, name):
     type_id, qtype = TYPES[name]
     rng = np.random.default_rng(2)
-    # T and N cover every tile path: 8- and 4-row decode tiles, 4x8 and 4x4 prefill tiles, leftover rows and tokens
-    for T, N, n_cols in ((1, 1, 32), (1, 9, 64), (1, 15, 64), (2, 13, 96), (3, 64, 256), (5, 70, 1056), (8, 33, 32),
-                         (9, 79, 64), (15, 37, 96)):
+    # T and N cover every tile path: 16-, 8- and 4-row decode tiles, the packed prefill tiles with every count of
+    # tokens left over (1-3 of 4 or 3), leftover rows
+    for T, N, n_cols in ((1, 1, 32), (1, 9, 64), (1, 15, 64), (2, 13, 96), (3, 64, 256), (5, 70, 1056), (6, 48, 128),
+                         (8, 33, 32), (9, 79, 64), (15, 37, 96)):
         x = rng.standard_normal((T, n_cols)).astype(np.float32)
         w = rng.standard_normal((N, n_cols)).astype(np.float32)
         raw = quantize(w, qtype)
