@@ -5,7 +5,9 @@ memory measured in the same run / the weight bytes a decode step reads), load ti
 tg128@2000 decodes after 2000 cached positions (a prompt evaluated before the clock starts; both engines reuse it
 and evaluate its last token), where attention reads the KV cache beside the weights: no roofline there.
 Each engine runs in its own worker subprocess (so its load time and peak RSS are its own); the driver sends each
-timed run to one worker then the other, interleaved, and reports the median of -r runs and pyinfer / llama.cpp.
+timed run to one worker then the other, interleaved, with --gap idle seconds before each (llama.cpp's threads poll
+for work a while after a call returns: pyinfer's 2-thread prefill right after it ran ~13 % slower), and reports the
+median of -r runs and pyinfer / llama.cpp.
 --busy runs a spinning process beside the measurement (threads under load); --engines pyinfer,pyinfer-nospin compares
 pyinfer's thread pool (workers spin briefly between jobs) with workers that sleep at once (PYINFER_SPIN_US=0).
 
@@ -211,6 +213,7 @@ def main(argv=None):
     ap.add_argument("--busy", action="store_true", help="run a spinning process on one core beside the measurement")
     ap.add_argument("--engines", default="pyinfer,llama.cpp",
                     help="the two columns: pyinfer, llama.cpp or pyinfer-nospin (default: pyinfer,llama.cpp)")
+    ap.add_argument("--gap", type=float, default=0.25, help="seconds idle before each timed run (default: 0.25)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/pyinfer-bench"), help="where GPT-2 files go")
     args = ap.parse_args(argv)
     tests = []  # (op, n, depth)
@@ -250,6 +253,7 @@ def main(argv=None):
                     rates = {e: [] for e in w}
                     for _ in range(args.repeats):
                         for e in w:
+                            time.sleep(args.gap)  # the other engine's threads back asleep
                             rates[e].append(w[e].run(op, n, th, depth))
                     a, b = (statistics.median(rates[e]) for e in w)
                     roof = f"{a / (bw[th] / per_token):.2f}" if op == "tg" and not depth else ""
