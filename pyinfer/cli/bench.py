@@ -10,6 +10,10 @@ import time
 
 from .common import add_exact_flag, check_threads, load_model, register_command
 
+# idle seconds before each timed run when comparing: llama.cpp's threads poll for work a while after a call returns,
+# and the run after it shares the cores with them (benchmarks/bench_e2e.py --gap)
+COMPARE_GAP_S = 0.25
+
 
 def _int_list(s):
     try:
@@ -113,8 +117,11 @@ def cmd_bench(args):
                 fn(ref, ids[:min(len(ids), 8)])
             rates, ref_rates = [], []
             for _ in range(args.repetitions):  # interleaved: machine noise hits both engines alike
+                if ref:
+                    time.sleep(COMPARE_GAP_S)
                 rates.append(n / max(fn(model, ids), 1e-12))
                 if ref:
+                    time.sleep(COMPARE_GAP_S)
                     ref_rates.append(n / max(fn(ref, ids), 1e-12))
             sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
             row.append(f"{statistics.median(rates):.2f} +/- {sd:.2f}")
